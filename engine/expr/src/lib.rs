@@ -1,0 +1,11 @@
+//! `${{ }}` expressions: scanning strings for them, static reference extraction
+//! (for implicit dependencies and output checks), and evaluation on minijinja.
+//!
+//! A value that is exactly one expression keeps the expression's type; a string
+//! with text around expressions is interpolated to a string.
+
+mod eval;
+mod scan;
+
+pub use eval::{EvalError, Evaluator, StatusFlags};
+pub use scan::{is_template, scan, ExprPart, Part, ScanError};
