@@ -6,6 +6,7 @@
 pub mod diagnostics;
 pub mod error_kind;
 pub mod resource;
+pub mod schema;
 pub mod secret;
 pub mod source;
 
