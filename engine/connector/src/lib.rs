@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use context::{LogStream, StepContext, StepSink};
+pub use context::{LogStream, NullSink, StepContext, StepSink};
 pub use engine_core::{ErrorKind, ResourceRecord, ResourceState, Secret, StepRef};
 pub use error::ConnectorError;
 pub use registry::Registry;
