@@ -139,6 +139,12 @@ impl<'r> Loader<'r> {
             let Some(obj) = clean.as_object_mut() else { break };
             match segs.as_slice() {
                 [] => return None,
+                [s, id, field, ..] if s == "steps" && field != "uses" => {
+                    // Drop only the field in error, so the step's other checks still run.
+                    if let Some(step) = obj.get_mut("steps").and_then(|v| v.get_mut(id.as_str())).and_then(Value::as_object_mut) {
+                        step.shift_remove(field);
+                    }
+                }
                 [s, id, ..] if s == "steps" => {
                     if let Some(steps) = obj.get_mut("steps").and_then(Value::as_object_mut) {
                         steps.shift_remove(id);

@@ -131,7 +131,15 @@ impl SchemaChecker {
                         v.join(" or ")
                     }
                 };
-                diags.push(Diagnostic::error(self.code(code::WRONG_TYPE), format!("expected {expected}, found {} {}", describe(value), self.context(&path)), at));
+                let is_duration = self.subschema(&path).and_then(|s| s.get("pattern")).and_then(Value::as_str) == Some(DURATION_PATTERN);
+                if is_duration {
+                    diags.push(
+                        Diagnostic::error(self.code(code::BAD_DURATION), format!("invalid duration {} {}", show(value), self.context(&path)), at)
+                            .help(format!("write a number and a unit (ms, s, m, h, d): `{}s`, `15m`, `1h30m`", value.as_u64().unwrap_or(90))),
+                    );
+                } else {
+                    diags.push(Diagnostic::error(self.code(code::WRONG_TYPE), format!("expected {expected}, found {} {}", describe(value), self.context(&path)), at));
+                }
                 mark_bad(&path);
             }
             ValidationErrorKind::Pattern { pattern } => {
@@ -243,6 +251,20 @@ impl SchemaChecker {
     /// The keys a mapping at `path` (relative to the instance) accepts.
     #[must_use]
     pub fn allowed_keys(&self, path: &str) -> Vec<String> {
+        let Some(cur) = self.subschema(path) else { return Vec::new() };
+        let candidates: Vec<&Value> = match cur.get("anyOf").and_then(Value::as_array) {
+            Some(b) => b.iter().map(|x| self.resolve(x)).collect(),
+            None => vec![cur],
+        };
+        candidates
+            .iter()
+            .filter_map(|c| c.get("properties").and_then(Value::as_object))
+            .flat_map(|p| p.keys().cloned())
+            .collect()
+    }
+
+    /// The schema that applies at `path` (relative to the instance), `$ref`s resolved.
+    fn subschema(&self, path: &str) -> Option<&Value> {
         let mut cur = self.resolve(&self.schema);
         for seg in path.split('/').skip(1) {
             let seg = seg.replace("~1", "/").replace("~0", "~");
@@ -256,20 +278,9 @@ impl SchemaChecker {
                     .or_else(|| c.get("additionalProperties").filter(|a| a.is_object()))
                     .or_else(|| c.get("items").filter(|_| seg.parse::<usize>().is_ok()))
             });
-            match next {
-                Some(n) => cur = self.resolve(n),
-                None => return Vec::new(),
-            }
+            cur = self.resolve(next?);
         }
-        let candidates: Vec<&Value> = match cur.get("anyOf").and_then(Value::as_array) {
-            Some(b) => b.iter().map(|x| self.resolve(x)).collect(),
-            None => vec![cur],
-        };
-        candidates
-            .iter()
-            .filter_map(|c| c.get("properties").and_then(Value::as_object))
-            .flat_map(|p| p.keys().cloned())
-            .collect()
+        Some(cur)
     }
 }
 
