@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Engine benchmarks, beside the OS floor. Prints a table; quote ratios, not
+# absolute times (machines are shared and noisy).
+#   bench/run.sh            # RUNS=5 by default
+# Workloads:
+#   W1  500 independent shell.run steps of `true`, concurrency 16
+#       floor: seq 500 | xargs -P16 -n1 sh -c true
+#   W2  1 -> 100 -> 100 fan-out chain passing outputs, concurrency 16
+#       floor: the same with xargs (seq | xargs echo | xargs echo c-)
+#   V   engine validate of a generated 10,000-step workflow (aim: < 0.5 s, < 100 MB)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5}
+cargo build --release -p engine --locked -q
+ENGINE=$PWD/target/release/engine
+gen=$(mktemp -d)
+trap 'rm -rf "$gen"' EXIT
+
+cat > "$gen/w1.yaml" <<'Y'
+version: 1
+name: bench-w1
+concurrency: 16
+steps:
+  wide:
+    uses: shell.run
+    for_each: ${{ range(500) }}
+    with: { command: "true" }
+Y
+cat > "$gen/w2.yaml" <<'Y'
+version: 1
+name: bench-w2
+concurrency: 16
+steps:
+  a:
+    uses: shell.run
+    with: { command: "seq 0 99" }
+  b:
+    uses: shell.run
+    for_each: ${{ steps.a.outputs.stdout | trim | split }}
+    with: { command: "echo ${{ item }}" }
+  c:
+    uses: shell.run
+    for_each: ${{ steps.b.outputs }}
+    with: { command: "echo c-${{ item.stdout | trim }}" }
+outputs:
+  last: ${{ steps.c.outputs | map(attribute='stdout') | list | length }}
+Y
+python3 - "$gen/v10k.yaml" <<'P'
+import sys
+with open(sys.argv[1], "w") as f:
+    f.write("version: 1\nname: bench-validate\nconcurrency: 16\nsteps:\n")
+    for i in range(10000):
+        dep = f", needs: [s{i-1}]" if i % 10 else ""
+        expr = f"${{{{ steps.s{i-1}.outputs.exit_code }}}}" if i % 10 == 5 else "x"
+        f.write(f"  s{i}: {{ uses: shell.run{dep}, with: {{ command: \"echo {expr}\" }}, retry: {{ attempts: 2, delay: 1s }}, timeout: 5m }}\n")
+P
+
+row() { # name, engine command, floor command
+  read -r ew em < <(python3 bench/timer.py "$RUNS" "$2")
+  if [ -n "$3" ]; then
+    read -r fw fm < <(python3 bench/timer.py "$RUNS" "$3")
+    ratio=$(python3 -c "print(f'{$ew/$fw:.2f}x')")
+  else fw=-; fm=-; ratio=-; fi
+  printf '| %-28s | %8s | %8s | %9s | %9s | %7s |\n' "$1" "$ew" "$em" "$fw" "$fm" "$ratio"
+}
+echo "engine benchmarks, median of $RUNS runs ($(nproc) cores)"
+printf '| %-28s | %8s | %8s | %9s | %9s | %7s |\n' workload "wall s" "peak MiB" "floor s" "floor MiB" "ratio"
+printf '|%s|\n' "------------------------------|----------|----------|-----------|-----------|---------"
+row "W1 500 x true, c=16" "$ENGINE run $gen/w1.yaml --output json" "seq 500 | xargs -P16 -n1 sh -c true"
+row "W2 1->100->100 chain, c=16" "$ENGINE run $gen/w2.yaml --output json" "seq 0 99 | xargs -P16 -n1 sh -c 'echo \$0' | xargs -P16 -n1 sh -c 'echo c-\$0'"
+row "validate 10,000 steps" "$ENGINE validate $gen/v10k.yaml" ""
