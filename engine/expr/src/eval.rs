@@ -148,10 +148,19 @@ impl Evaluator {
     /// # Errors
     /// The syntax error, with its range inside `src`.
     pub fn check(&self, src: &str) -> Result<(), EvalError> {
-        self.env.compile_expression(src).map(|_| ()).map_err(|e| EvalError::from_jinja(&e))
+        self.env.compile_expression(src).map(|_| ()).map_err(|e| {
+            let mut e = EvalError::from_jinja(&e);
+            // minijinja may point at the first byte of a multi-byte character:
+            // widen the range to whole characters.
+            if let Some(r) = &mut e.range {
+                r.start = src.floor_char_boundary(r.start.min(src.len()));
+                r.end = src.ceil_char_boundary(r.end.min(src.len()));
+            }
+            e
+        })
     }
 
-    /// Filters and functions an expression calls that do not exist.
+    /// Filters and functions an expression calls that do not exist, each once.
     #[must_use]
     pub fn unknown_callables(&self, src: &str) -> Vec<String> {
         let mut out = Vec::new();
@@ -162,7 +171,7 @@ impl Evaluator {
                 self.env.globals().any(|(k, _)| k == name)
                     || matches!(name.as_str(), "range" | "dict" | "namespace" | "lipsum" | "cycler" | "joiner" | "debug")
             };
-            if !known {
+            if !known && !out.contains(&name) {
                 out.push(name);
             }
         }
@@ -170,8 +179,16 @@ impl Evaluator {
     }
 
     /// Names an expression reads, with attribute chains (`steps.a.outputs.ip`).
+    /// A subscript by a literal name counts as an attribute: `steps.a.outputs['ip']`
+    /// gives `steps.a.outputs.ip` too.
     #[must_use]
     pub fn references(&self, src: &str) -> HashSet<String> {
+        let normalized = subscripts_as_attributes(src);
+        if normalized != src {
+            if let Ok(e) = self.env.compile_expression(&normalized) {
+                return e.undeclared_variables(true);
+            }
+        }
         match self.env.compile_expression(src) {
             Ok(e) => e.undeclared_variables(true),
             Err(_) => HashSet::new(),
@@ -315,6 +332,144 @@ fn to_json(v: &JValue) -> Result<Value, String> {
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_'
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The length of a subscript by a literal name at the start of `b` (`['x']`,
+/// `[ "x" ]`), and the name, if `b` starts with one.
+fn name_subscript(b: &[u8]) -> Option<(usize, &[u8])> {
+    let mut i = 1;
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    let q = *b.get(i).filter(|q| matches!(q, b'\'' | b'"'))?;
+    i += 1;
+    let start = i;
+    if !b.get(i).copied().is_some_and(is_ident_start) {
+        return None;
+    }
+    while b.get(i).copied().is_some_and(is_ident) {
+        i += 1;
+    }
+    let name = &b[start..i];
+    if b.get(i) != Some(&q) {
+        return None;
+    }
+    i += 1;
+    while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    (b.get(i) == Some(&b']')).then_some((i + 1, name))
+}
+
+/// `x['y']` and `x["y"]` rewritten as `x.y` (outside string literals), so that
+/// static references see one form.
+fn subscripts_as_attributes(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len());
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' || c == b'\'' {
+            quote = Some(c);
+        } else if c == b'[' && i > 0 && (is_ident(b[i - 1]) || matches!(b[i - 1], b']' | b')')) {
+            if let Some((len, name)) = name_subscript(&b[i..]) {
+                out.push_str(&src[copied..i]);
+                out.push('.');
+                out.push_str(std::str::from_utf8(name).unwrap_or_default());
+                i += len;
+                copied = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&src[copied..]);
+    out
+}
+
+/// Where a reference (`steps.a.outputs.ip`, as [`Evaluator::references`] gives
+/// it) is written in `text`: the byte range of its first occurrence that starts
+/// and ends on a name boundary (`inputs.zone` is not found in `inputs.zone_name`),
+/// each segment after the first written `.x`, `['x']` or `["x"]`. Occurrences in
+/// string literals are ignored when there is another.
+#[must_use]
+pub fn find_reference(text: &str, reference: &str) -> Option<std::ops::Range<usize>> {
+    find_reference_in(text, reference, true).or_else(|| find_reference_in(text, reference, false))
+}
+
+fn find_reference_in(text: &str, reference: &str, skip_strings: bool) -> Option<std::ops::Range<usize>> {
+    let b = text.as_bytes();
+    let mut segs = reference.split('.');
+    let first = segs.next()?.as_bytes();
+    let rest: Vec<&[u8]> = segs.map(str::as_bytes).collect();
+    if first.is_empty() {
+        return None;
+    }
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        if skip_strings && (c == b'"' || c == b'\'') {
+            quote = Some(c);
+            i += 1;
+            continue;
+        }
+        let boundary_before = i == 0 || !(is_ident(b[i - 1]) || b[i - 1] == b'.');
+        if boundary_before && b[i..].starts_with(first) {
+            let mut end = i + first.len();
+            let mut ok = true;
+            for seg in &rest {
+                if !b.get(end).copied().is_some_and(|c| c == b'.' || c == b'[') {
+                    ok = false;
+                } else if b[end] == b'.' && b[end + 1..].starts_with(seg) && !b.get(end + 1 + seg.len()).copied().is_some_and(is_ident) {
+                    end += 1 + seg.len();
+                    continue;
+                } else if let Some((len, _)) = name_subscript(&b[end..]).filter(|(_, n)| n == seg) {
+                    end += len;
+                    continue;
+                } else {
+                    ok = false;
+                }
+                break;
+            }
+            if ok && !b.get(end).copied().is_some_and(is_ident) {
+                return Some(i..end);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Filters (`| name`) and function calls (`name(`) in an expression, found lexically.
 fn callables(src: &str) -> Vec<(String, bool)> {
     let mut out = Vec::new();
@@ -412,6 +567,40 @@ mod tests {
     }
 
     #[test]
+    fn error_ranges_hold_whole_characters() {
+        let e = Evaluator::new().check("inputs.région").unwrap_err();
+        assert_eq!(e.range, Some(8..10));
+    }
+
+    #[test]
+    fn subscripts_by_name_are_references() {
+        let e = Evaluator::new();
+        let r = e.references("steps.a.outputs['ip'] ~ inputs[\"zone\"] ~ steps.b.outputs[0].x ~ 'x[\\'y\\']'");
+        assert!(r.contains("steps.a.outputs.ip"), "{r:?}");
+        assert!(r.contains("inputs.zone"), "{r:?}");
+        assert!(r.contains("steps.b.outputs"), "{r:?}");
+        assert_eq!(subscripts_as_attributes("a[ 'b' ]['c'].d['e f'] ~ '[\\'g\\']' ~ ['h']"), "a.b.c.d['e f'] ~ '[\\'g\\']' ~ ['h']");
+        // Not a name: left alone, and the expression still parses.
+        assert_eq!(subscripts_as_attributes("x['1a'] ~ f()['k']"), "x['1a'] ~ f().k");
+    }
+
+    #[test]
+    fn references_are_found_at_name_boundaries() {
+        let src = "inputs.zone_name ~ '-' ~ inputs.zone";
+        assert_eq!(find_reference(src, "inputs.zone"), Some(25..36));
+        assert_eq!(find_reference(src, "inputs.zone_name"), Some(0..16));
+        assert_eq!(find_reference("myinputs.x ~ a.inputs.x ~ inputs.x", "inputs.x"), Some(26..34));
+        assert_eq!(find_reference("steps.a.outputs['nope'] | length", "steps.a.outputs.nope"), Some(0..23));
+        assert_eq!(find_reference("steps.a.outputs[ \"ip\" ]", "steps.a.outputs.ip"), Some(0..23));
+        assert_eq!(find_reference("'inputs.x' ~ inputs.x", "inputs.x"), Some(13..21));
+        // Only in a string literal: found there all the same.
+        assert_eq!(find_reference("\"${{ inputs.x }}\"", "inputs.x"), Some(5..13));
+        assert_eq!(find_reference("é → inputs.région", "inputs.région"), Some(7..21));
+        assert_eq!(find_reference("inputs.zones", "inputs.zone"), None);
+        assert_eq!(find_reference("now()", "now"), Some(0..3));
+    }
+
+    #[test]
     fn conditions_and_status_functions() {
         let e = Evaluator::new();
         let f = StatusFlags { success: false, failure: true, cancelled: false };
@@ -426,6 +615,7 @@ mod tests {
         let e = Evaluator::new();
         assert_eq!(e.unknown_callables("x | nope | trim"), vec!["nope".to_string()]);
         assert_eq!(e.unknown_callables("foo(1) + range(2)|length"), vec!["foo".to_string()]);
+        assert_eq!(e.unknown_callables("foo(1) ~ foo(2) | nope | nope"), vec!["foo".to_string(), "nope".to_string()]);
         assert!(e.unknown_callables("x is defined and 'a|b(' ").is_empty());
         assert!(e.unknown_callables("x.items()").is_empty());
     }

@@ -8,5 +8,5 @@ mod eval;
 mod scan;
 
 pub use minijinja::value::Value as JValue;
-pub use eval::{condition_source as condition_source_of, shell_quote, EvalError, Evaluator, StatusFlags};
+pub use eval::{condition_source as condition_source_of, find_reference, shell_quote, EvalError, Evaluator, StatusFlags};
 pub use scan::{is_template, scan, ExprPart, Part, ScanError};

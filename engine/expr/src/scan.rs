@@ -38,6 +38,9 @@ pub fn is_template(s: &str) -> bool {
 /// Split a string into literal text and expressions.
 ///
 /// Quotes inside an expression are honoured, so `${{ "}}" }}` is one expression.
+/// The delimiters and quotes are ASCII, so the scan compares bytes and only ever
+/// cuts the string next to one of them: on a character boundary, whatever
+/// non-ASCII text surrounds or fills an expression.
 ///
 /// # Errors
 /// When a `${{` has no matching `}}`, or an expression is empty.
@@ -47,7 +50,7 @@ pub fn scan(s: &str) -> Result<Vec<Part>, ScanError> {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < s.len() {
-        if s[i..].starts_with("${{") {
+        if bytes[i..].starts_with(b"${{") {
             let open = i;
             let inner_start = i + 3;
             let mut j = inner_start;
@@ -66,7 +69,7 @@ pub fn scan(s: &str) -> Result<Vec<Part>, ScanError> {
                     None => {
                         if b == b'"' || b == b'\'' {
                             quote = Some(b);
-                        } else if s[j..].starts_with("}}") {
+                        } else if bytes[j..].starts_with(b"}}") {
                             close = Some(j);
                             break;
                         }
@@ -138,5 +141,23 @@ mod tests {
         scan_err!("abc ${{ a", 4, "not closed");
         scan_err!("${{   }}", 0, "empty");
         scan_err!("${{ 'x }}", 0, "not closed");
+    }
+
+    #[test]
+    fn non_ascii_inside_expressions() {
+        // `é` is 2 bytes, `→` 3: every offset below is a byte offset.
+        scan_ok!("été → ${{ inputs.région }}", [lit("été → "), ex("inputs.région", 14, 10)]);
+        scan_ok!("${{ '→}}' ~ x }}!", [ex("'→}}' ~ x", 4, 0), lit("!")]);
+        scan_ok!("${{ \"é\\\"→\" }}", [ex("\"é\\\"→\"", 4, 0)]);
+        scan_ok!("${{é}}→${{ü}}", [ex("é", 3, 0), lit("→"), ex("ü", 13, 10)]);
+    }
+
+    #[test]
+    fn non_ascii_after_an_unclosed_expression() {
+        scan_err!("${{ inputs.zone → été", 0, "not closed");
+        scan_err!("→ ${{ 'é", 4, "not closed");
+        scan_err!("${{ é }", 0, "not closed");
+        scan_err!("a ${{ \\é", 2, "not closed");
+        scan_err!("é${{   }}", 2, "empty");
     }
 }

@@ -120,6 +120,7 @@ impl<'r> Loader<'r> {
     fn check_file(&mut self, path: &Path, text: String) -> Option<Workflow> {
         let file = self.sources.add(path, text);
         let (node, diags) = yaml::parse(self.sources.get(file), file);
+        let before_yaml = self.diags.len();
         self.diags.extend(diags);
         let node = node?;
         let whole = node.span;
@@ -129,11 +130,18 @@ impl<'r> Loader<'r> {
         }
         let mut locs = LocMap::new();
         let json = node.to_json(&mut String::new(), None, &mut locs);
-        let bad = self.workflow_checker.check(&json, &Target { base: "", locs: &locs, span: whole }, &|_| false, &mut self.diags);
+        // A value the YAML reader already reported (`!!int lots`) is not reported
+        // again by the schema check.
+        let yaml_reported: Vec<Span> = self.diags[before_yaml..].iter().filter(|d| d.code == code::YAML_UNSUPPORTED).filter_map(|d| d.primary.as_ref().map(|p| p.span)).collect();
+        let reported = |p: &str| locs.get(p).is_some_and(|l| yaml_reported.contains(&l.value));
+        let bad = self.workflow_checker.check(&json, &Target { base: "", locs: &locs, span: whole }, &reported, &mut self.diags);
 
         // Keep checking what is sound: drop the steps and top-level fields that failed.
         let step_ids: Vec<String> = json.get("steps").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
         let mut clean = json.clone();
+        // Inputs and secrets with an error: still declared (so that references to
+        // them are not reported too), but not checked any further.
+        let mut bad_decls: HashSet<(String, String)> = HashSet::new();
         for p in &bad {
             let segs: Vec<String> = p.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
             let Some(obj) = clean.as_object_mut() else { break };
@@ -153,6 +161,17 @@ impl<'r> Loader<'r> {
                 [s] if s == "steps" => {
                     obj.insert("steps".into(), Value::Object(serde_json::Map::new()));
                 }
+                [s, name, rest @ ..] if s == "inputs" || s == "secrets" => {
+                    if let Some(entry) = obj.get_mut(s.as_str()).and_then(|v| v.get_mut(name.as_str())) {
+                        match (rest.first(), entry.as_object_mut()) {
+                            (Some(field), Some(e)) => {
+                                e.shift_remove(field);
+                            }
+                            _ => *entry = Value::Object(serde_json::Map::new()),
+                        }
+                    }
+                    bad_decls.insert((s.clone(), name.clone()));
+                }
                 [s, ..] if s == "version" => {
                     obj.insert("version".into(), Value::from(1));
                 }
@@ -161,11 +180,13 @@ impl<'r> Loader<'r> {
                 }
             }
         }
-        let raw: WorkflowFile = match serde_json::from_value(clean) {
+        let raw: WorkflowFile = match serde_json::from_value(clean.clone()) {
             Ok(w) => w,
             Err(e) => {
+                // The schema check should have caught it: say where it is all the same.
                 if bad.is_empty() {
-                    self.err(Diagnostic::error(code::INVALID_VALUE, format!("invalid workflow: {e}"), whole));
+                    let ptr = locate_deserialize_error::<WorkflowFile>(&clean, &e.to_string());
+                    self.err(Diagnostic::error(code::INVALID_VALUE, format!("invalid value: {e}"), loc(&locs, &ptr, whole)));
                 }
                 return None;
             }
@@ -176,8 +197,8 @@ impl<'r> Loader<'r> {
         }
         let dir = path.parent().map_or_else(|| PathBuf::from("."), |p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
 
-        self.check_inputs(&raw, &locs);
-        self.check_secrets(&raw, &locs);
+        self.check_inputs(&raw, &locs, &bad_decls);
+        self.check_secrets(&raw, &locs, &bad_decls);
 
         // First pass: resolve every `uses`, so that output names are known.
         let mut resolved: HashMap<String, Resolved> = HashMap::new();
@@ -186,7 +207,9 @@ impl<'r> Loader<'r> {
         for (id, step) in &raw.steps {
             let ptr = format!("/steps/{}/uses", pointer_escape(id));
             let span = loc(&locs, &ptr, whole);
-            if step.for_each.is_some() {
+            // A `for_each` in error is still one: no cascade about `item` or outputs.
+            let has_for_each = step.for_each.is_some() || json.pointer(&format!("/steps/{}/for_each", pointer_escape(id))).is_some();
+            if has_for_each {
                 fan_out.insert(id.clone());
             }
             match self.resolve_uses(&step.uses, span, &dir) {
@@ -239,7 +262,7 @@ impl<'r> Loader<'r> {
         for (id, step) in &raw.steps {
             let sp = format!("/steps/{}", pointer_escape(id));
             let key_span = key_loc(&locs, &sp, whole);
-            let in_loop = step.for_each.is_some();
+            let in_loop = fan_out.contains(id);
             let mut refs: Vec<(String, Span)> = Vec::new();
             if let Some(needs) = &step.needs {
                 for (i, n) in needs.ids().into_iter().enumerate() {
@@ -265,7 +288,16 @@ impl<'r> Loader<'r> {
             let with = match &step.with {
                 None => Value::Object(serde_json::Map::new()),
                 Some(With::Map(m)) => Value::Object(m.clone()),
-                Some(With::Expr(s)) => Value::String(s.clone()),
+                Some(With::Expr(s)) => {
+                    if !is_single_expression(s) {
+                        self.err(
+                            Diagnostic::error(code::WRONG_TYPE, format!("`with` of step `{id}` must be a mapping or one `${{{{ }}}}` expression giving a mapping"), loc(&locs, &format!("{sp}/with"), whole))
+                                .label("a string, not a mapping")
+                                .help("write the action's input as keys and values: `with: { key: value }`"),
+                        );
+                    }
+                    Value::String(s.clone())
+                }
             };
             self.check_exprs(&with, &format!("{sp}/with"), &cx, scope, false, &mut refs);
             let mut status_fn = false;
@@ -325,10 +357,13 @@ impl<'r> Loader<'r> {
                     }
                     _ => fwith,
                 };
-                let target_action = action.clone().or_else(|| match resolved.get(id) {
-                    Some(Resolved::Action(a)) => Some(a.clone()),
-                    _ => None,
-                });
+                // Its own action's input, or (without `uses`) the step's; none when
+                // its `uses` is unknown (already reported).
+                let target_action = match (&fb.uses, resolved.get(id)) {
+                    (Some(_), _) => action.clone(),
+                    (None, Some(Resolved::Action(a))) => Some(a.clone()),
+                    (None, _) => None,
+                };
                 if let Some(a) = &target_action {
                     self.check_known_keys(a, fb.with.as_ref(), &format!("{fp}/with"), &locs, whole);
                 }
@@ -444,8 +479,11 @@ impl<'r> Loader<'r> {
         })
     }
 
-    fn check_inputs(&mut self, raw: &WorkflowFile, locs: &LocMap) {
+    fn check_inputs(&mut self, raw: &WorkflowFile, locs: &LocMap, bad_decls: &HashSet<(String, String)>) {
         for (name, spec) in &raw.inputs {
+            if bad_decls.contains(&("inputs".to_string(), name.clone())) {
+                continue;
+            }
             let ip = format!("/inputs/{}", pointer_escape(name));
             if let Some(p) = &spec.pattern {
                 if let Err(e) = regex::Regex::new(p) {
@@ -461,8 +499,11 @@ impl<'r> Loader<'r> {
         }
     }
 
-    fn check_secrets(&mut self, raw: &WorkflowFile, locs: &LocMap) {
+    fn check_secrets(&mut self, raw: &WorkflowFile, locs: &LocMap, bad_decls: &HashSet<(String, String)>) {
         for (name, s) in &raw.secrets {
+            if bad_decls.contains(&("secrets".to_string(), name.clone())) {
+                continue;
+            }
             let sp = format!("/secrets/{}", pointer_escape(name));
             if s.env.is_some() == s.file.is_some() {
                 self.err(Diagnostic::error(code::INVALID_VALUE, format!("secret `{name}` needs exactly one source: `env: VAR` or `file: PATH`"), key_loc(locs, &sp, Span::default())));
@@ -650,6 +691,13 @@ impl<'r> Loader<'r> {
         Some(outer.sub(at, needle.len()))
     }
 
+    /// The span of a reference (`inputs.zone`) inside the raw text of `outer`,
+    /// at a name boundary, in dotted or subscript form.
+    fn find_ref_in(&self, outer: Span, reference: &str) -> Option<Span> {
+        let r = engine_expr::find_reference(self.sources.snippet(outer), reference)?;
+        Some(outer.sub(r.start, r.end - r.start))
+    }
+
     #[allow(clippy::too_many_lines)]
     fn check_expr(&mut self, src: &str, span: Span, cx: &FileCx<'_>, scope: Scope<'_>, refs: &mut Vec<(String, Span)>) {
         let _ = cx.file;
@@ -658,11 +706,16 @@ impl<'r> Loader<'r> {
                 Some(r) if r.end <= src.len() && span.len() == src.len() => span.sub(r.start, (r.end - r.start).max(1)),
                 _ => span,
             };
-            self.err(Diagnostic::error(code::EXPR_SYNTAX, format!("invalid expression: {}", e.message), at).help("expressions use Jinja syntax: `${{ steps.a.outputs.x }}`, `${{ inputs.n + 1 }}`, `${{ x | default('y') }}`"));
+            let mut d = Diagnostic::error(code::EXPR_SYNTAX, format!("invalid expression: {}", e.message), at);
+            if e.range.as_ref().and_then(|r| src.get(r.clone())).is_some_and(|t| !t.is_ascii()) {
+                d = d.help("names in expressions hold only ASCII letters, digits and `_`; other text goes in quotes: `'région'`");
+            }
+            self.err(d.help("expressions use Jinja syntax: `${{ steps.a.outputs.x }}`, `${{ inputs.n + 1 }}`, `${{ x | default('y') }}`"));
             return;
         }
-        for name in self.eval.unknown_callables(src) {
-            let at = self.find_in(span, &name, 0).unwrap_or(span);
+        let unknown_callables = self.eval.unknown_callables(src);
+        for name in &unknown_callables {
+            let at = self.find_ref_in(span, name).unwrap_or(span);
             self.err(Diagnostic::error(code::EXPR_UNKNOWN_FILTER, format!("unknown filter or function `{name}`"), at).help("filters: Jinja's built-ins plus `shell_quote` and `fromjson`; functions: `range`, `success`, `failure`, `always`"));
         }
         let mut names: Vec<String> = self.eval.references(src).into_iter().collect();
@@ -670,7 +723,11 @@ impl<'r> Loader<'r> {
         // Keep the longest chains only (`steps.a.outputs.x` covers `steps.a`).
         for r in &names {
             let segs: Vec<&str> = r.split('.').collect();
-            let at = self.find_in(span, r, 0).or_else(|| self.find_in(span, segs[0], 0)).unwrap_or(span);
+            // An unknown function is a name too: it is reported once, above.
+            if segs.len() == 1 && unknown_callables.contains(r) {
+                continue;
+            }
+            let at = self.find_ref_in(span, r).or_else(|| self.find_ref_in(span, segs[0])).unwrap_or(span);
             let root = segs[0];
             match root {
                 "inputs" => {
@@ -861,6 +918,52 @@ fn merge_retry(defaults: Option<&model::RetrySpec>, step: Option<&model::RetrySp
     p
 }
 
+/// Whether a string is exactly one `${{ }}` expression.
+fn is_single_expression(s: &str) -> bool {
+    matches!(scan(s).as_deref(), Ok([Part::Expr(_)]))
+}
+
+/// Where in `doc` deserializing it as `T` fails with `message`: the JSON pointer
+/// of the deepest value that does. Found by deserializing prefixes of the
+/// document: entries are read in order, so the first prefix that reproduces the
+/// error ends with the culprit.
+fn locate_deserialize_error<T: serde::de::DeserializeOwned>(doc: &Value, message: &str) -> String {
+    let fails_the_same = |d: &Value| serde_json::from_value::<T>(d.clone()).err().is_some_and(|e| e.to_string() == message);
+    let mut doc = doc.clone();
+    let mut ptr = String::new();
+    loop {
+        let Some(node) = doc.pointer(&ptr).cloned() else { return ptr };
+        let children: Vec<String> = match &node {
+            Value::Object(o) => o.keys().map(|k| pointer_escape(k)).collect(),
+            Value::Array(a) => (0..a.len()).map(|i| i.to_string()).collect(),
+            _ => return ptr,
+        };
+        let mut found = None;
+        for i in 0..children.len() {
+            let mut trial = doc.clone();
+            match trial.pointer_mut(&ptr) {
+                Some(Value::Object(o)) => {
+                    let keep: Vec<String> = o.keys().take(i + 1).cloned().collect();
+                    o.retain(|k, _| keep.contains(k));
+                }
+                Some(Value::Array(a)) => a.truncate(i + 1),
+                _ => {}
+            }
+            if fails_the_same(&trial) {
+                found = Some((i, trial));
+                break;
+            }
+        }
+        match found {
+            Some((i, trial)) => {
+                doc = trial;
+                ptr = format!("{ptr}/{}", children[i]);
+            }
+            None => return ptr,
+        }
+    }
+}
+
 fn contains_template(v: &Value) -> bool {
     match v {
         Value::String(s) => is_template(s),
@@ -876,4 +979,28 @@ fn loc(locs: &LocMap, ptr: &str, fallback: Span) -> Span {
 
 fn key_loc(locs: &LocMap, ptr: &str, fallback: Span) -> Span {
     locs.get(ptr).map_or(fallback, |l| l.key.unwrap_or(l.value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn locate(doc: &Value) -> String {
+        let e = serde_json::from_value::<WorkflowFile>(doc.clone()).expect_err("fails");
+        locate_deserialize_error::<WorkflowFile>(doc, &e.to_string())
+    }
+
+    #[test]
+    fn deserialize_errors_are_located_at_the_value() {
+        let step = json!({"uses": "fake.run"});
+        assert_eq!(locate(&json!({"version": 1, "concurrency": 2.0, "steps": {"a": step}})), "/concurrency");
+        assert_eq!(locate(&json!({"version": 1.0, "steps": {"a": step}})), "/version");
+        let doc = json!({"version": 1, "steps": {"a": step, "b": {"uses": "x", "retry": {"delay": "1s", "attempts": 2.0}}, "c": {"uses": "x", "retry": {"attempts": 3.0}}}});
+        assert_eq!(locate(&doc), "/steps/b/retry/attempts");
+        let doc = json!({"version": 1, "steps": {"a": {"uses": "x", "for_each": [1, 2]}, "b": {"uses": "x", "for_each": 2.0}}});
+        assert_eq!(locate(&doc), "/steps/b/for_each");
+        let doc = json!({"version": 1, "steps": {"a": {"uses": "x", "retry": {"on": ["capacity", "flaky"]}}}});
+        assert_eq!(locate(&doc), "/steps/a/retry/on/1");
+    }
 }

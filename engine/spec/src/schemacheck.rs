@@ -37,7 +37,7 @@ impl SchemaChecker {
     /// When the schema itself is invalid (a bug in the types it came from).
     #[must_use]
     pub fn new(schema: Value, action: Option<String>) -> Self {
-        let validator = jsonschema::validator_for(&schema).expect("generated schemas are valid");
+        let validator = compile(&schema).expect("generated schemas are valid");
         Self { schema, validator, action }
     }
 
@@ -48,7 +48,83 @@ impl SchemaChecker {
         for err in self.validator.iter_errors(instance) {
             self.map(&err, instance, target, skip, diags, &mut bad);
         }
+        self.check_integers(instance, &mut String::new(), target, skip, diags, &mut bad);
         bad
+    }
+
+    /// What JSON Schema leaves to the deserializer: a number written with a
+    /// fraction (`2.0`) is an integer to JSON Schema but not to serde, and the
+    /// range of a fixed-size integer is only a `format` (`uint32`), which
+    /// validators do not check. Both are reported here, at the value, so that
+    /// deserializing what passed never fails.
+    fn check_integers(&self, v: &Value, path: &mut String, target: &Target<'_>, skip: &dyn Fn(&str) -> bool, diags: &mut Vec<Diagnostic>, bad: &mut BTreeSet<String>) {
+        match v {
+            Value::Number(n) => {
+                // A value inside one already reported is left alone.
+                if bad.iter().any(|b| path == b || path.starts_with(&format!("{b}/"))) || skip(path) {
+                    return;
+                }
+                let Some(schema) = self.subschema(path).and_then(|s| self.integer_schema(s)) else { return };
+                let at = Self::span(target, path, false);
+                if !(n.is_i64() || n.is_u64()) {
+                    let mut d = Diagnostic::error(self.code(code::WRONG_TYPE), format!("expected an integer, found {} {}", describe(v), self.context(path)), at);
+                    if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15) {
+                        d = d.help(format!("write it without a fraction: `{f:.0}`"));
+                    }
+                    diags.push(d);
+                    bad.insert(path.clone());
+                    return;
+                }
+                let Some((min, max)) = schema.get("format").and_then(Value::as_str).and_then(integer_range) else { return };
+                let too_small = n.as_i64().is_some_and(|i| i128::from(i) < min);
+                let too_large = n.as_u64().is_some_and(|u| i128::from(u) > max);
+                if too_small {
+                    diags.push(Diagnostic::error(self.code(code::OUT_OF_RANGE), format!("{} is too small {}: the minimum is {min}", show(v), self.context(path)), at));
+                    bad.insert(path.clone());
+                } else if too_large {
+                    diags.push(Diagnostic::error(self.code(code::OUT_OF_RANGE), format!("{} is too large {}: the maximum is {max}", show(v), self.context(path)), at));
+                    bad.insert(path.clone());
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("/{i}"));
+                    self.check_integers(x, path, target, skip, diags, bad);
+                    path.truncate(len);
+                }
+            }
+            Value::Object(o) => {
+                for (k, x) in o {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&pointer_escape(k));
+                    self.check_integers(x, path, target, skip, diags, bad);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The schema a number at a place with this schema is checked against, when
+    /// every alternative there that takes numbers takes integers only.
+    fn integer_schema<'a>(&'a self, s: &'a Value) -> Option<&'a Value> {
+        let branches: Vec<&Value> = match s.get("anyOf").or_else(|| s.get("oneOf")).and_then(Value::as_array) {
+            Some(b) => b.iter().map(|x| self.resolve(x)).collect(),
+            None => vec![s],
+        };
+        let takes = |b: &Value, t: &str| match b.get("type") {
+            Some(Value::String(x)) => x == t,
+            Some(Value::Array(xs)) => xs.iter().any(|x| x == t),
+            _ => false,
+        };
+        let numeric: Vec<&Value> = branches.into_iter().filter(|b| takes(b, "integer") || takes(b, "number")).collect();
+        match numeric.as_slice() {
+            [] => None,
+            all if all.iter().all(|b| !takes(b, "number")) => Some(all[0]),
+            _ => None,
+        }
     }
 
     fn code(&self, c: Code) -> Code {
@@ -91,6 +167,8 @@ impl SchemaChecker {
     fn map(&self, err: &ValidationError<'_>, instance: &Value, target: &Target<'_>, skip: &dyn Fn(&str) -> bool, diags: &mut Vec<Diagnostic>, bad: &mut BTreeSet<String>) {
         let path = err.instance_path.as_str().to_string();
         if skip(&path) {
+            // Reported elsewhere (or checked later): not here, but still unusable.
+            bad.insert(path);
             return;
         }
         let value = instance.pointer(&path).unwrap_or(&Value::Null);
@@ -155,29 +233,25 @@ impl SchemaChecker {
                 diags.push(d);
                 mark_bad(&path);
             }
-            ValidationErrorKind::PropertyNames { .. } => {
-                let re = regex::Regex::new(STEP_ID_PATTERN).expect("valid pattern");
-                if let Some(obj) = value.as_object() {
-                    for k in obj.keys().filter(|k| !re.is_match(k)) {
-                        let kp = format!("{path}/{}", pointer_escape(k));
-                        let suggestion = k.to_lowercase().replace(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'), "-");
-                        diags.push(
-                            Diagnostic::error(code::BAD_STEP_ID, format!("invalid step id `{k}`"), Self::span(target, &kp, true))
-                                .label("step ids match [a-z][a-z0-9_-]*")
-                                .help(format!("step ids start with a lowercase letter and hold only a-z, 0-9, `_` and `-`; for example `{}`", suggestion.trim_start_matches(|c: char| !c.is_ascii_lowercase()))),
-                        );
-                        mark_bad(&kp);
+            ValidationErrorKind::PropertyNames { error } => {
+                // One error per bad key: the inner error's instance is the key.
+                if let Some(k) = error.instance.as_str() {
+                    let kp = format!("{path}/{}", pointer_escape(k));
+                    let mut help = "step ids start with a lowercase letter and hold only a-z, 0-9, `_` and `-`".to_string();
+                    if let Some(s) = step_id_suggestion(k) {
+                        help.push_str(&format!("; for example `{s}`"));
                     }
+                    diags.push(
+                        Diagnostic::error(code::BAD_STEP_ID, format!("invalid step id `{k}`"), Self::span(target, &kp, true))
+                            .label("step ids match [a-z][a-z0-9_-]*")
+                            .help(help),
+                    );
+                    mark_bad(&kp);
                 }
             }
             ValidationErrorKind::Enum { options } => {
-                let opts: Vec<String> = options.as_array().map(|a| a.iter().map(show).collect()).unwrap_or_default();
-                let mut d = Diagnostic::error(self.code(code::NOT_ALLOWED), format!("{} is not allowed {}", show(value), self.context(&path)), at)
-                    .help(format!("expected one of: {}", opts.join(", ")));
-                if let Some(s) = value.as_str().and_then(|v| did_you_mean(v, options.as_array().into_iter().flatten().filter_map(Value::as_str))) {
-                    d = d.help(format!("did you mean `{s}`?"));
-                }
-                diags.push(d);
+                let options: Vec<Value> = options.as_array().cloned().unwrap_or_default();
+                diags.push(self.not_allowed(value, &options, &[], &path, at));
                 mark_bad(&path);
             }
             ValidationErrorKind::Constant { expected_value } => {
@@ -196,28 +270,22 @@ impl SchemaChecker {
             ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
                 // Pick the branch whose type matched the value and report its errors;
                 // if none matched, say which types would have.
-                let same_place_type = |errs: &Vec<ValidationError<'static>>| {
-                    errs.iter().any(|e| e.instance_path.as_str() == path && matches!(e.kind, ValidationErrorKind::Type { .. }))
-                };
-                let matching: Vec<&Vec<ValidationError<'static>>> = context.iter().filter(|errs| !same_place_type(errs)).collect();
+                // An enum (`oneOf` of `const`s, one per documented variant), maybe
+                // beside branches of other types: say which values are accepted.
+                let (mut consts, mut others) = (Vec::new(), Vec::new());
+                if enum_alternatives(context, &path, &mut consts, &mut others) && !consts.is_empty() {
+                    diags.push(self.not_allowed(value, &consts, &others, &path, at));
+                    mark_bad(&path);
+                    return;
+                }
+                let matching: Vec<&Vec<ValidationError<'static>>> = context.iter().filter(|errs| !type_mismatch(errs, &path)).collect();
                 if let [branch] = matching.as_slice() {
                     for e in branch.iter() {
                         self.map(e, instance, target, skip, diags, bad);
                     }
                 } else {
                     let mut expected: Vec<String> = Vec::new();
-                    for errs in context {
-                        for e in errs {
-                            if e.instance_path.as_str() == path {
-                                if let ValidationErrorKind::Type { kind: TypeKind::Single(t) } = &e.kind {
-                                    let n = type_name(&format!("{t}"));
-                                    if !expected.contains(&n) {
-                                        expected.push(n);
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    expected_types(context, &path, &mut expected);
                     let msg = if expected.is_empty() {
                         format!("invalid value {} {}", show(value), self.context(&path))
                     } else {
@@ -232,6 +300,21 @@ impl SchemaChecker {
                 mark_bad(&path);
             }
         }
+    }
+
+    /// WF0106: `value` is none of `options` (nor of the types in `others`).
+    fn not_allowed(&self, value: &Value, options: &[Value], others: &[String], path: &str, at: Span) -> Diagnostic {
+        let mut accepted: Vec<String> = options.iter().map(show).collect();
+        accepted.extend(others.iter().cloned());
+        let list = match accepted.as_slice() {
+            [rest @ .., last] if !others.is_empty() && !rest.is_empty() => format!("{}, or {last}", rest.join(", ")),
+            all => all.join(", "),
+        };
+        let mut d = Diagnostic::error(self.code(code::NOT_ALLOWED), format!("{} is not allowed {}", show(value), self.context(path)), at).help(format!("expected one of: {list}"));
+        if let Some(s) = value.as_str().and_then(|v| did_you_mean(v, options.iter().filter_map(Value::as_str))) {
+            d = d.help(format!("did you mean `{s}`?"));
+        }
+        d
     }
 
     fn resolve<'a>(&'a self, s: &'a Value) -> &'a Value {
@@ -282,6 +365,105 @@ impl SchemaChecker {
         }
         Some(cur)
     }
+}
+
+/// Whether a branch of an `anyOf`/`oneOf` failed on the type of the value at
+/// `path` (directly, or in every branch of a nested `anyOf`/`oneOf`).
+fn type_mismatch(errs: &[ValidationError<'static>], path: &str) -> bool {
+    errs.iter().any(|e| {
+        e.instance_path.as_str() == path
+            && match &e.kind {
+                ValidationErrorKind::Type { .. } => true,
+                ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => context.iter().all(|b| type_mismatch(b, path)),
+                _ => false,
+            }
+    })
+}
+
+/// The names of the types the branches of an `anyOf`/`oneOf` (nested ones
+/// flattened) expect at `path`.
+fn expected_types(context: &[Vec<ValidationError<'static>>], path: &str, out: &mut Vec<String>) {
+    for e in context.iter().flatten().filter(|e| e.instance_path.as_str() == path) {
+        match &e.kind {
+            ValidationErrorKind::Type { kind: TypeKind::Single(t) } => {
+                let n = type_name(&format!("{t}"));
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+            ValidationErrorKind::AnyOf { context: inner } | ValidationErrorKind::OneOfNotValid { context: inner } => expected_types(inner, path, out),
+            _ => {}
+        }
+    }
+}
+
+/// Whether every branch of an `anyOf`/`oneOf` (nested ones flattened) is either a
+/// `const` the value at `path` is not, or a type it does not have. Fills `consts`
+/// with the constants and `others` with the names of the types.
+fn enum_alternatives(context: &[Vec<ValidationError<'static>>], path: &str, consts: &mut Vec<Value>, others: &mut Vec<String>) -> bool {
+    for errs in context {
+        let here = |e: &ValidationError<'static>| e.instance_path.as_str() == path;
+        if type_mismatch(errs, path) {
+            expected_types(std::slice::from_ref(errs), path, others);
+        } else if !errs.is_empty() && errs.iter().all(|e| here(e) && matches!(e.kind, ValidationErrorKind::Constant { .. })) {
+            for e in errs {
+                if let ValidationErrorKind::Constant { expected_value } = &e.kind {
+                    if !consts.contains(expected_value) {
+                        consts.push(expected_value.clone());
+                    }
+                }
+            }
+        } else if let [e] = errs.as_slice() {
+            match &e.kind {
+                ValidationErrorKind::AnyOf { context: inner } | ValidationErrorKind::OneOfNotValid { context: inner } if here(e) => {
+                    if !enum_alternatives(inner, path, consts, others) {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// A valid step id close to `id`, if there is a sensible one.
+fn step_id_suggestion(id: &str) -> Option<String> {
+    let s = id.to_lowercase().replace(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'), "-");
+    let s = s.trim_start_matches(['-', '_']);
+    let s = if s.starts_with(|c: char| c.is_ascii_digit()) { format!("step-{s}") } else { s.to_string() };
+    let re = regex::Regex::new(STEP_ID_PATTERN).expect("valid pattern");
+    (re.is_match(&s) && s != id).then_some(s)
+}
+
+/// The range of a fixed-size integer `format` (as schemars writes them).
+fn integer_range(format: &str) -> Option<(i128, i128)> {
+    Some(match format {
+        "uint8" => (0, u8::MAX.into()),
+        "uint16" => (0, u16::MAX.into()),
+        "uint32" => (0, u32::MAX.into()),
+        "uint64" | "uint" => (0, u64::MAX.into()),
+        "int8" => (i8::MIN.into(), i8::MAX.into()),
+        "int16" => (i16::MIN.into(), i16::MAX.into()),
+        "int32" => (i32::MIN.into(), i32::MAX.into()),
+        "int64" | "int" => (i64::MIN.into(), i64::MAX.into()),
+        _ => return None,
+    })
+}
+
+/// Compile a schema for our own checks.
+///
+/// The published schemas declare draft 2020-12, but they use only keywords that
+/// draft 7 has, and `$ref`s that are plain JSON pointers. Compiling them as draft 7
+/// gives the same verdicts while sparing the check of the schema against the
+/// 2020-12 meta-schema, whose dynamic references cost ~80 ms at every start.
+///
+/// # Errors
+/// When the schema is not valid.
+pub fn compile(schema: &Value) -> Result<jsonschema::Validator, ValidationError<'static>> {
+    jsonschema::options().with_draft(jsonschema::Draft::Draft7).build(schema)
 }
 
 fn type_name(t: &str) -> String {
@@ -349,4 +531,26 @@ fn levenshtein(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_id_suggestions() {
+        assert_eq!(step_id_suggestion("Build").as_deref(), Some("build"));
+        assert_eq!(step_id_suggestion("build app").as_deref(), Some("build-app"));
+        assert_eq!(step_id_suggestion("1st").as_deref(), Some("step-1st"));
+        assert_eq!(step_id_suggestion("_x").as_deref(), Some("x"));
+        assert_eq!(step_id_suggestion("é"), None);
+        assert_eq!(step_id_suggestion("-"), None);
+    }
+
+    #[test]
+    fn integer_ranges() {
+        assert_eq!(integer_range("uint32"), Some((0, 4_294_967_295)));
+        assert_eq!(integer_range("int8"), Some((-128, 127)));
+        assert_eq!(integer_range("double"), None);
+    }
 }

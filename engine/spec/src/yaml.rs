@@ -157,14 +157,38 @@ impl<'a> Reader<'a> {
                 self.check_collection_tag(tag.as_deref(), "map", span);
                 let mut entries: Vec<(Key, Node)> = Vec::new();
                 let mut seen: HashMap<String, Span> = HashMap::new();
+                // What a merge key would bring in; reported, but kept so that the
+                // checks after this one see the mapping as its author meant it.
+                let mut merged: Vec<(Key, Node)> = Vec::new();
                 let end = loop {
                     let (ev, sp) = self.next()?;
                     if ev == Event::MappingEnd {
                         break self.span(sp);
                     }
+                    let is_merge = matches!(&ev, Event::Scalar(t, ScalarStyle::Plain, _, None) if t == "<<");
                     let key_node = self.node(ev, sp)?;
                     let (kev, ksp) = self.next()?;
                     let value = self.node(kev, ksp)?;
+                    if is_merge {
+                        self.diags.push(
+                            Diagnostic::error(code::YAML_UNSUPPORTED, "YAML merge keys (`<<`) are not supported", key_node.span)
+                                .help("write the keys out in this mapping; an alias (`*name`) can still stand for a whole value"),
+                        );
+                        let sources = match value.kind {
+                            NodeKind::Seq(items) => items,
+                            _ => vec![value],
+                        };
+                        for src in sources {
+                            if let NodeKind::Map(es) = src.kind {
+                                for (k, n) in es {
+                                    if !merged.iter().any(|(m, _)| m.name == k.name) {
+                                        merged.push((k, n));
+                                    }
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     let name = match &key_node.kind {
                         NodeKind::Scalar(Value::String(s)) => s.clone(),
                         NodeKind::Scalar(Value::Null) => String::new(),
@@ -186,6 +210,7 @@ impl<'a> Reader<'a> {
                     seen.insert(name.clone(), key_node.span);
                     entries.push((Key { name, span: key_node.span }, value));
                 };
+                entries.extend(merged.into_iter().filter(|(k, _)| !seen.contains_key(&k.name)));
                 let n = Node { kind: NodeKind::Map(entries), span: Span::new(self.id, span.start as usize, (end.end as usize).max(span.end as usize)) };
                 self.anchor(anchor, &n);
                 n
@@ -354,6 +379,17 @@ mod tests {
         assert_eq!(map.location(l.value), "t.yaml:3:11");
         assert_eq!(map.snippet(l.value), "\"x.y\"");
         assert_eq!(map.location(l.key.unwrap()), "t.yaml:3:5");
+    }
+
+    #[test]
+    fn merge_keys_are_reported_and_applied() {
+        let (map, n, d) = load("a: &r {x: 1, y: 2}\nb:\n  <<: *r\n  y: 3\nc: {\"<<\": 1}\n");
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].code, code::YAML_UNSUPPORTED);
+        assert_eq!(map.location(d[0].primary.as_ref().unwrap().span), "t.yaml:3:3");
+        let v = n.unwrap().to_json(&mut String::new(), None, &mut LocMap::new());
+        assert_eq!(v["b"], serde_json::json!({"y": 3, "x": 1}));
+        assert_eq!(v["c"], serde_json::json!({"<<": 1}));
     }
 
     #[test]

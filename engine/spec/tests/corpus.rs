@@ -4,8 +4,6 @@
 //! Fixtures live in `tests/fixtures/bad/<CODE>_<name>.yaml`: the code prefix is the
 //! main code the file must produce. `tests/fixtures/sub/` holds helper files that
 //! bad and good fixtures include as sub-workflows; they are not corpus entries.
-//! `tests/fixtures/known-bugs/` holds files the loader gets wrong today (the
-//! ignored `known_bugs` test).
 //!
 //! Update the snapshots with `INSTA_UPDATE=always cargo test -p engine-spec --test corpus`,
 //! then read every changed `tests/snapshots/*.snap`.
@@ -146,9 +144,8 @@ fn corpus_is_large_and_covers_the_codes() {
     names.sort();
     assert!(names.len() >= 65, "the corpus has {} files", names.len());
     let covered: std::collections::BTreeSet<String> = names.iter().map(|n| expected_code(Path::new(n))).collect();
-    // WF0106 is missing: no file can produce it yet (see `known_bugs`).
     for code in [
-        "WF0002", "WF0003", "WF0004", "WF0005", "WF0100", "WF0101", "WF0102", "WF0103", "WF0104", "WF0105", "WF0107", "WF0108", "WF0109",
+        "WF0002", "WF0003", "WF0004", "WF0005", "WF0100", "WF0101", "WF0102", "WF0103", "WF0104", "WF0105", "WF0106", "WF0107", "WF0108", "WF0109",
         "WF0110", "WF0111", "WF0120", "WF0121", "WF0122", "WF0123", "WF0124", "WF0130", "WF0140", "WF0141", "WF0142", "WF0143", "WF0144",
         "WF0145", "WF0146", "WF0147",
     ] {
@@ -172,54 +169,4 @@ fn good_workflows_load_without_diagnostics() {
         assert!(!w.steps.is_empty());
         assert_eq!(w.order.len(), w.steps.len(), "{}: every step is in the order", path.display());
     }
-}
-
-/// Files the loader gets wrong today (see `fixtures/known-bugs/README.md`). Each
-/// starts with `# expect: CODE[@line:col]...`, exactly the diagnostics it should
-/// report, in any order. Run with
-/// `cargo test -p engine-spec --test corpus -- --ignored` once they are fixed,
-/// then move each file to `fixtures/bad/` and accept its snapshot.
-#[test]
-#[ignore = "loader bugs, see tests/fixtures/known-bugs/"]
-fn known_bugs() {
-    let registry = registry();
-    let dir = fixtures_dir().join("known-bugs");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
-    paths.sort();
-    let mut problems = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).unwrap();
-        // `CODE` or `CODE@line:col`.
-        let mut expected: Vec<(String, Option<String>)> = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect:"))
-            .expect("a `# expect: CODE...` first line")
-            .split_whitespace()
-            .map(|t| match t.split_once('@') {
-                Some((c, at)) => (c.to_string(), Some(at.to_string())),
-                None => (t.to_string(), None),
-            })
-            .collect();
-        expected.sort();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut loader = Loader::new(&registry);
-            let loaded = loader.load(&path);
-            (loaded, loader)
-        }));
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let Ok((loaded, loader)) = outcome else {
-            problems.push(format!("{name}: the loader panics\n"));
-            continue;
-        };
-        let rendered = render(&loader.sources, &path, &loader.diags);
-        let mut got: Vec<(String, String)> =
-            loader.diags.iter().map(|d| (d.code.0.to_string(), d.primary.as_ref().map_or_else(String::new, |p| position(&loader.sources, &path, p.span)))).collect();
-        got.sort();
-        let matches = got.len() == expected.len() && got.iter().zip(&expected).all(|((c, at), (ec, eat))| c == ec && !matches!(eat, Some(e) if e != at));
-        if loaded.is_some() || !matches || first_duplicate(&loader.diags).is_some() {
-            problems.push(format!("{name}: expected {expected:?}, got:\n{rendered}"));
-        }
-    }
-    assert!(problems.is_empty(), "{} known bug(s) still there:\n\n{}", problems.len(), problems.join("\n"));
 }
