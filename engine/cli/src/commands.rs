@@ -213,7 +213,7 @@ fn run(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<&
     let env: Map<String, Value> = std::env::vars().map(|(k, v)| (k, Value::String(v))).collect();
     let cancel = CancellationToken::new();
     let run_id = new_run_id();
-    let opts = RunOptions { run_id: run_id.clone(), inputs: values, secrets: secret_values, env, concurrency, cancel: cancel.clone(), events: sink, masker: masker.clone() };
+    let opts = RunOptions { run_id: run_id.clone(), inputs: values, secrets: secret_values, env, concurrency, cancel: cancel.clone(), events: sink, masker: masker.clone(), journal: None, prior: Arc::default() };
 
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -83,6 +83,10 @@ pub fn plain_line(event: &Event) -> Option<String> {
             None => format!("{} {stage}", label(step, *index)),
         },
         Event::StepLog { step, index, line, .. } => format!("{} | {line}", label(step, *index)),
+        Event::ResourceUndo { step, index, kind, id, status, error, .. } => match error {
+            Some(e) => format!("{} {kind} {id} {status}: {e}", label(step, *index)),
+            None => format!("{} {kind} {id} {status}", label(step, *index)),
+        },
         Event::RunFinished { run_id, status, error, .. } => match error {
             Some(e) => format!("run {run_id} {}: {e}", status.as_str()),
             None => format!("run {run_id} {}", status.as_str()),
@@ -166,7 +170,7 @@ impl EventSink for TtySink {
                     }
                 }
             }
-            Event::StepRetry { .. } | Event::StepFallback { .. } | Event::StepLog { stream: "stderr", .. } => {
+            Event::StepRetry { .. } | Event::StepFallback { .. } | Event::ResourceUndo { .. } | Event::StepLog { stream: "stderr", .. } => {
                 if let Some(line) = plain_line(&event) {
                     let _ = self.mp.println(line);
                 }

@@ -170,6 +170,25 @@ pub enum Event {
         /// The line.
         line: String,
     },
+    /// A resource is being undone (`destroy`, `on_failure: cleanup`).
+    ResourceUndo {
+        /// Run id.
+        run_id: String,
+        /// The step that created it.
+        step: String,
+        /// Index in a fan-out.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+        /// Resource kind.
+        kind: String,
+        /// Provider id (or idempotency key when the create never confirmed).
+        id: String,
+        /// `deleting`, `deleted`, `kept` or `failed`.
+        status: &'static str,
+        /// Why it failed or was kept.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The run ended; always the last event.
     RunFinished {
         /// Run id.

@@ -38,6 +38,54 @@ pub struct RunOptions {
     pub events: Arc<dyn EventSink>,
     /// Masks secrets in everything emitted.
     pub masker: Masker,
+    /// Where state changes are recorded durably, before the engine acts on them.
+    pub journal: Option<Arc<dyn Journal>>,
+    /// Outputs of steps (`step`, `step[2]`, `parent/child`) that succeeded in an
+    /// earlier attempt of this run: reused, not run again.
+    pub prior: Arc<HashMap<String, Value>>,
+}
+
+/// A state change to record durably.
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// A step (or fan-out element) changed status; outputs are masked.
+    Step {
+        /// Step name (`parent/child` in a sub-workflow).
+        step: &'a str,
+        /// Fan-out index.
+        index: Option<usize>,
+        /// New status.
+        status: StepStatus,
+        /// Attempts so far.
+        attempts: u32,
+        /// Outputs (masked), when it succeeded.
+        outputs: &'a Value,
+        /// Error or reason (masked).
+        error: Option<&'a str>,
+    },
+    /// A resource was intended, created or deleted.
+    Resource(&'a ResourceRecord),
+}
+
+/// Durable storage of a run's state changes.
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Store a change; returns once it is committed.
+    ///
+    /// # Errors
+    /// When it cannot be stored: the engine then stops the step.
+    async fn record(&self, record: Record<'_>) -> Result<(), String>;
+    /// Queue a line a step printed (already masked); not awaited.
+    fn log(&self, step: &str, index: Option<usize>, stream: &'static str, line: &str);
+}
+
+/// The key of a step instance in [`RunOptions::prior`].
+#[must_use]
+pub fn instance_key(step: &str, index: Option<usize>) -> String {
+    match index {
+        Some(i) => format!("{step}[{i}]"),
+        None => step.to_string(),
+    }
 }
 
 /// The result of one step.
@@ -79,6 +127,20 @@ impl Shared {
     fn emit(&self, e: Event) {
         self.opts.events.emit(e);
     }
+    async fn journal(&self, r: Record<'_>) -> Result<(), ConnectorError> {
+        match &self.opts.journal {
+            Some(j) => j.record(r).await.map_err(|e| ConnectorError::invalid(format!("cannot record the run state: {e}"))),
+            None => Ok(()),
+        }
+    }
+    async fn journal_step(&self, step: &str, index: Option<usize>, status: StepStatus, attempts: u32, outputs: &Value, error: Option<&str>) {
+        let outputs = self.opts.masker.mask_json(outputs);
+        let error = error.map(|e| self.mask(e));
+        if let Err(e) = self.journal(Record::Step { step, index, status, attempts, outputs: &outputs, error: error.as_deref() }).await {
+            // The state store is gone: say so loudly; the run cannot be resumed past this point.
+            tracing::error!(error = %e.message, "Cannot record the run state.");
+        }
+    }
     fn mask(&self, s: &str) -> String {
         self.opts.masker.mask(s)
     }
@@ -101,15 +163,14 @@ impl StepSink for Sink {
         });
     }
     fn log(&self, step: &StepRef, stream: LogStream, line: &str) {
-        self.shared.emit(Event::StepLog {
-            run_id: self.shared.opts.run_id.clone(),
-            step: step.step.clone(),
-            index: step.index,
-            stream: stream.as_str(),
-            line: self.shared.mask(line),
-        });
+        let line = self.shared.mask(line);
+        if let Some(j) = &self.shared.opts.journal {
+            j.log(&step.step, step.index, stream.as_str(), &line);
+        }
+        self.shared.emit(Event::StepLog { run_id: self.shared.opts.run_id.clone(), step: step.step.clone(), index: step.index, stream: stream.as_str(), line });
     }
     async fn record(&self, record: &ResourceRecord) -> Result<(), ConnectorError> {
+        self.shared.journal(Record::Resource(record)).await?;
         let mut r = self.shared.resources.lock().expect("resource lock");
         match r.iter_mut().find(|x| x.key == record.key && x.kind == record.kind) {
             Some(x) => *x = record.clone(),
@@ -204,12 +265,25 @@ fn execute(wf: Arc<Workflow>, inputs: Map<String, Value>, prefix: String, shared
                         cancelled: cancel.is_cancelled(),
                     };
                     let decision = decide(&wf, step, &states, flags, &base, &shared);
+                    if matches!(decision, Decision::Run(_)) {
+                        if let Some(v) = shared.opts.prior.get(&name(i)) {
+                            // Finished in an earlier attempt of this run: reuse, do not run again.
+                            states[i].status = StepStatus::Succeeded;
+                            states[i].outputs = match (step.for_each.is_some(), v) {
+                                (true, Value::Array(a)) => a.clone(),
+                                _ => vec![v.clone()],
+                            };
+                            shared.emit(step_event(&run_id, name(i), None, StepStatus::Succeeded, 0, Some("reused from an earlier attempt of this run".into()), None));
+                            continue;
+                        }
+                    }
                     match decision {
                         Decision::Run(ctx) => match expand(step, &ctx, &shared) {
                             Ok(items) => {
                                 states[i].total = items.len().max(1);
                                 states[i].started = Some(Instant::now());
                                 if step.for_each.is_some() && items.is_empty() {
+                                    shared.journal_step(&name(i), None, StepStatus::Succeeded, 0, &Value::Array(Vec::new()), None).await;
                                     states[i].status = StepStatus::Succeeded;
                                     states[i].total = 0;
                                     shared.emit(step_event(&run_id, name(i), None, StepStatus::Succeeded, 0, Some("for_each is empty".into()), None));
@@ -226,17 +300,20 @@ fn execute(wf: Arc<Workflow>, inputs: Map<String, Value>, prefix: String, shared
                             }
                             Err(e) => {
                                 let msg = shared.mask(&format!("for_each: {e}"));
+                                shared.journal_step(&name(i), None, StepStatus::Failed, 0, &Value::Null, Some(&msg)).await;
                                 finish(&mut states[i], step, StepStatus::Failed, Some(msg.clone()));
                                 shared.emit(Event::Step { run_id: run_id.clone(), step: name(i), index: None, status: StepStatus::Failed, attempt: 0, reason: None, error: Some(msg), kind: Some(ErrorKind::Invalid), duration_ms: None });
                             }
                         },
                         Decision::Skip(reason) => {
                             let status = if cancel.is_cancelled() { StepStatus::Cancelled } else { StepStatus::Skipped };
+                            shared.journal_step(&name(i), None, status, 0, &Value::Null, Some(&reason)).await;
                             finish(&mut states[i], step, status, Some(reason.clone()));
                             shared.emit(step_event(&run_id, name(i), None, status, 0, Some(reason), None));
                         }
                         Decision::Fail(msg) => {
                             let msg = shared.mask(&msg);
+                            shared.journal_step(&name(i), None, StepStatus::Failed, 0, &Value::Null, Some(&msg)).await;
                             finish(&mut states[i], step, StepStatus::Failed, Some(msg.clone()));
                             shared.emit(Event::Step { run_id: run_id.clone(), step: name(i), index: None, status: StepStatus::Failed, attempt: 0, reason: None, error: Some(msg), kind: Some(ErrorKind::Invalid), duration_ms: None });
                         }
@@ -267,7 +344,8 @@ fn execute(wf: Arc<Workflow>, inputs: Map<String, Value>, prefix: String, shared
                 }
                 let ctx = instance_context(&wf, step, &states, &base, &inst, &shared);
                 running += 1;
-                let job = Job { wf: wf.clone(), step: inst.step, index: inst.index, ctx, shared: shared.clone(), cancel: cancel.child_token(), prefix: prefix.clone() };
+                let reuse = shared.opts.prior.get(&instance_key(&name(inst.step), inst.index)).cloned();
+                let job = Job { wf: wf.clone(), step: inst.step, index: inst.index, item: inst.item, ctx, shared: shared.clone(), cancel: cancel.child_token(), prefix: prefix.clone(), reuse };
                 tasks.spawn(job.run());
             }
 
@@ -335,6 +413,10 @@ fn execute(wf: Arc<Workflow>, inputs: Map<String, Value>, prefix: String, shared
                 finish(st, step, status, err);
                 // Fan-out steps report their aggregate status once all elements ended.
                 if step.for_each.is_some() {
+                    let agg = if status == StepStatus::Succeeded { Value::Array(st.outputs.clone()) } else { Value::Null };
+                    let (attempts, error) = (st.attempts, st.error.clone());
+                    shared.journal_step(&name(out.step), None, status, attempts, &agg, error.as_deref()).await;
+                    let st = &mut states[out.step];
                     let duration_ms = st.started.map(|s| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX));
                     let (reason, error) = if status == StepStatus::Failed { (None, st.error.clone()) } else { (None, None) };
                     shared.emit(Event::Step { run_id: run_id.clone(), step: name(out.step), index: None, status, attempt: st.attempts, reason, error, kind: None, duration_ms });
@@ -479,6 +561,8 @@ struct Job {
     wf: Arc<Workflow>,
     step: usize,
     index: Option<usize>,
+    item: Value,
+    reuse: Option<Value>,
     ctx: JValue,
     shared: Arc<Shared>,
     cancel: CancellationToken,
@@ -509,7 +593,39 @@ impl Job {
     }
 
     async fn run(self) -> Outcome {
+        if let Some(v) = self.reuse.clone() {
+            self.shared.emit(Event::Step {
+                run_id: self.shared.opts.run_id.clone(),
+                step: self.name(),
+                index: self.index,
+                status: StepStatus::Succeeded,
+                attempt: 0,
+                reason: Some("reused from an earlier attempt of this run".into()),
+                error: None,
+                kind: None,
+                duration_ms: None,
+            });
+            return Outcome { step: self.step, index: self.index, result: Ok(v), attempts: 0 };
+        }
         let started = Instant::now();
+        if let engine_spec::CleanupPlan::Step { .. } = &self.plan().cleanup {
+            // The step's own undo is a resource, recorded before the step may create anything.
+            let key = match self.index {
+                Some(i) => format!("{}/{}/{i}", self.shared.opts.run_id, self.name()),
+                None => format!("{}/{}", self.shared.opts.run_id, self.name()),
+            };
+            let rec = ResourceRecord {
+                kind: "cleanup".into(),
+                id: Some(key.clone()),
+                key,
+                state: engine_core::ResourceState::Created,
+                undo: json!({"item": self.shared.opts.masker.mask_json(&self.item), "index": self.index}),
+                step: StepRef { step: self.name(), index: self.index },
+            };
+            if let Err(e) = self.shared.journal(Record::Resource(&rec)).await {
+                return Outcome { step: self.step, index: self.index, result: Err(e), attempts: 0 };
+            }
+        }
         let (result, attempts) = self.attempts().await;
         let status = match &result {
             Ok(_) => StepStatus::Succeeded,
@@ -517,6 +633,11 @@ impl Job {
             Err(_) => StepStatus::Failed,
         };
         let plan = self.plan();
+        let (outputs, error) = match &result {
+            Ok(v) => (v.clone(), None),
+            Err(e) => (Value::Null, Some(e.message.clone())),
+        };
+        self.shared.journal_step(&self.name(), self.index, status, attempts, &outputs, error.as_deref()).await;
         // A single step reports its end here; a fan-out element too (with its index).
         if plan.for_each.is_none() || self.index.is_some() {
             self.shared.emit(self.event(status, attempts, result.as_ref().err(), Some(started.elapsed())));
@@ -569,6 +690,7 @@ impl Job {
         loop {
             attempt += 1;
             *total += 1;
+            self.shared.journal_step(&self.name(), self.index, StepStatus::Running, *total, &Value::Null, None).await;
             self.shared.emit(self.event(StepStatus::Running, *total, None, None));
             let result = self.once(uses, with, *total).await;
             let e = match result {
@@ -642,7 +764,7 @@ impl Job {
             match v.get(a.id()) {
                 Some(x) => x.clone(),
                 None => {
-                    let compiled = Arc::new(jsonschema::validator_for(&a.input_schema()).map_err(|e| ConnectorError::invalid(format!("bad schema for {}: {e}", a.id())))?);
+                    let compiled = Arc::new(engine_spec::schemacheck::compile(&a.input_schema()).map_err(|e| ConnectorError::invalid(format!("bad schema for {}: {e}", a.id())))?);
                     v.insert(a.id(), compiled.clone());
                     compiled
                 }

@@ -7,6 +7,8 @@
 
 mod event;
 mod executor;
+mod undo;
 
 pub use event::{Event, EventSink, RunStatus, StepStatus};
-pub use executor::{run, RunOptions, RunResult, StepResult};
+pub use undo::{destroy, DestroyResult};
+pub use executor::{instance_key, run, Journal, Record, RunOptions, RunResult, StepResult};

@@ -45,6 +45,8 @@ async fn run_with(yaml: &str, secrets: Map<String, Value>, cancel: CancellationT
         cancel: cancel.clone(),
         events: Arc::new(move |e: Event| ev.lock().unwrap().push(e)),
         masker,
+        journal: None,
+        prior: Arc::default(),
     };
     if let Some(after) = cancel_after {
         tokio::spawn(async move {
