@@ -108,7 +108,7 @@ fn inputs(wf: &Workflow, sources: &mut SourceMap, pairs: &[String], file: Option
                 let (node, d) = engine_spec::yaml::parse(sources.get(id), id);
                 diags.extend(d);
                 if let Some(n) = node {
-                    match n.to_json(&mut String::new(), None, &mut LocMap::new()) {
+                    match n.to_json(&mut String::new(), None, &mut LocMap::default()) {
                         Value::Object(m) => given = m,
                         Value::Null => {}
                         _ => diags.push(Diagnostic::error(code::NOT_A_MAPPING, "an inputs file must be a mapping of input names to values", n.span)),

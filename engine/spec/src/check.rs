@@ -10,6 +10,7 @@ use engine_core::{Diagnostic, FileId, SourceMap, Span};
 use engine_expr::{is_template, scan, Evaluator, Part};
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::inputs::check_value;
@@ -33,6 +34,8 @@ pub struct Loader<'r> {
     pub diags: Vec<Diagnostic>,
     workflow_checker: SchemaChecker,
     action_checkers: HashMap<&'static str, SchemaChecker>,
+    /// Top-level output names of each action, by id (`None`: free-form output).
+    action_outputs: HashMap<&'static str, Option<Vec<String>>>,
     cache: HashMap<PathBuf, Option<Arc<Workflow>>>,
     stack: Vec<PathBuf>,
     eval: Evaluator,
@@ -57,6 +60,7 @@ struct FileCx<'a> {
     file: FileId,
     locs: &'a LocMap,
     step_ids: &'a [String],
+    step_set: &'a HashSet<&'a str>,
     fan_out: &'a HashSet<String>,
     outputs: &'a HashMap<String, Option<Vec<String>>>,
     inputs: &'a IndexMap<String, model::InputSpec>,
@@ -73,6 +77,7 @@ impl<'r> Loader<'r> {
             diags: Vec::new(),
             workflow_checker: SchemaChecker::new(model::workflow_schema(), None),
             action_checkers: HashMap::new(),
+            action_outputs: HashMap::new(),
             cache: HashMap::new(),
             stack: Vec::new(),
             eval: Evaluator::new(),
@@ -128,8 +133,9 @@ impl<'r> Loader<'r> {
             self.err(Diagnostic::error(code::NOT_A_MAPPING, "a workflow file must be a mapping with `version` and `steps`", whole).help("see `engine schema`, or start from a file in examples/"));
             return None;
         }
-        let mut locs = LocMap::new();
+        let mut locs = LocMap::default();
         let json = node.to_json(&mut String::new(), None, &mut locs);
+        drop(node);
         // A value the YAML reader already reported (`!!int lots`) is not reported
         // again by the schema check.
         let yaml_reported: Vec<Span> = self.diags[before_yaml..].iter().filter(|d| d.code == code::YAML_UNSUPPORTED).filter_map(|d| d.primary.as_ref().map(|p| p.span)).collect();
@@ -138,7 +144,8 @@ impl<'r> Loader<'r> {
 
         // Keep checking what is sound: drop the steps and top-level fields that failed.
         let step_ids: Vec<String> = json.get("steps").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
-        let mut clean = json.clone();
+        // Only a document with errors needs a cleaned copy.
+        let mut clean = if bad.is_empty() { Value::Null } else { json.clone() };
         // Inputs and secrets with an error: still declared (so that references to
         // them are not reported too), but not checked any further.
         let mut bad_decls: HashSet<(String, String)> = HashSet::new();
@@ -180,12 +187,13 @@ impl<'r> Loader<'r> {
                 }
             }
         }
-        let raw: WorkflowFile = match serde_json::from_value(clean.clone()) {
+        let doc = if bad.is_empty() { &json } else { &clean };
+        let raw: WorkflowFile = match WorkflowFile::deserialize(doc) {
             Ok(w) => w,
             Err(e) => {
                 // The schema check should have caught it: say where it is all the same.
                 if bad.is_empty() {
-                    let ptr = locate_deserialize_error::<WorkflowFile>(&clean, &e.to_string());
+                    let ptr = locate_deserialize_error::<WorkflowFile>(doc, &e.to_string());
                     self.err(Diagnostic::error(code::INVALID_VALUE, format!("invalid value: {e}"), loc(&locs, &ptr, whole)));
                 }
                 return None;
@@ -214,9 +222,11 @@ impl<'r> Loader<'r> {
             }
             match self.resolve_uses(&step.uses, span, &dir) {
                 Some(Resolved::Action(a)) => {
-                    let schema = a.output_schema();
-                    let names = schema.get("properties").and_then(Value::as_object).map(|p| {
-                        let mut v: Vec<String> = p.keys().cloned().collect();
+                    let declared = self
+                        .action_outputs
+                        .entry(a.id())
+                        .or_insert_with(|| a.output_schema().get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()));
+                    let names = declared.clone().map(|mut v| {
                         if !step.fallback.as_deref().unwrap_or_default().is_empty() {
                             v.push("fallback_index".into());
                         }
@@ -235,7 +245,8 @@ impl<'r> Loader<'r> {
             }
         }
 
-        let cx = FileCx { file, locs: &locs, step_ids: &step_ids, fan_out: &fan_out, outputs: &outputs, inputs: &raw.inputs, secrets: &raw.secrets };
+        let step_set: HashSet<&str> = step_ids.iter().map(String::as_str).collect();
+        let cx = FileCx { file, locs: &locs, step_ids: &step_ids, step_set: &step_set, fan_out: &fan_out, outputs: &outputs, inputs: &raw.inputs, secrets: &raw.secrets };
 
         // Connector settings: inputs, secrets and env only.
         let mut connectors = IndexMap::new();
@@ -273,7 +284,7 @@ impl<'r> Loader<'r> {
                     let span = loc(&locs, &np, whole);
                     if n == id {
                         self.err(Diagnostic::error(code::SELF_NEEDS, format!("step `{id}` lists itself in `needs`"), span));
-                    } else if step_ids.iter().any(|s| s == n) {
+                    } else if step_set.contains(n) {
                         refs.push((n.to_string(), span));
                     } else {
                         let mut d = Diagnostic::error(code::UNKNOWN_NEEDS, format!("step `{id}` needs `{n}`, which is not a step of this workflow"), span).label("unknown step");
@@ -759,7 +770,7 @@ impl<'r> Loader<'r> {
                         continue;
                     }
                     let Some(id) = segs.get(1) else { continue };
-                    if !cx.step_ids.iter().any(|s| s == id) {
+                    if !cx.step_set.contains(id) {
                         let mut d = Diagnostic::error(code::EXPR_UNKNOWN_STEP, format!("`steps.{id}` refers to an unknown step"), at);
                         if let Some(s) = did_you_mean(id, cx.step_ids.iter().map(String::as_str)) {
                             d = d.help(format!("did you mean `steps.{s}`?"));
@@ -934,7 +945,7 @@ fn locate_deserialize_error<T: serde::de::DeserializeOwned>(doc: &Value, message
     loop {
         let Some(node) = doc.pointer(&ptr).cloned() else { return ptr };
         let children: Vec<String> = match &node {
-            Value::Object(o) => o.keys().map(|k| pointer_escape(k)).collect(),
+            Value::Object(o) => o.keys().map(|k| pointer_escape(k).into_owned()).collect(),
             Value::Array(a) => (0..a.len()).map(|i| i.to_string()).collect(),
             _ => return ptr,
         };

@@ -60,8 +60,12 @@ impl SchemaChecker {
     fn check_integers(&self, v: &Value, path: &mut String, target: &Target<'_>, skip: &dyn Fn(&str) -> bool, diags: &mut Vec<Diagnostic>, bad: &mut BTreeSet<String>) {
         match v {
             Value::Number(n) => {
+                // Fast path: a small non-negative integer fits every integer format.
+                if n.as_u64().is_some_and(|u| u <= 127) {
+                    return;
+                }
                 // A value inside one already reported is left alone.
-                if bad.iter().any(|b| path == b || path.starts_with(&format!("{b}/"))) || skip(path) {
+                if bad.iter().any(|b| path.strip_prefix(b.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))) || skip(path) {
                     return;
                 }
                 let Some(schema) = self.subschema(path).and_then(|s| self.integer_schema(s)) else { return };

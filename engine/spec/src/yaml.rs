@@ -49,8 +49,9 @@ pub struct Loc {
     pub value: Span,
 }
 
-/// JSON pointer -> location, for every value of a document.
-pub type LocMap = HashMap<String, Loc>;
+/// JSON pointer -> location, for every value of a document (a fast non-DoS-resistant
+/// hash: the keys come from the user's own file).
+pub type LocMap = HashMap<String, Loc, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
 
 struct Reader<'a> {
     file: &'a SourceFile,
@@ -58,22 +59,43 @@ struct Reader<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     anchors: HashMap<usize, Node>,
     diags: Vec<Diagnostic>,
+    /// Last (char index, byte offset) converted: markers come in nearly increasing
+    /// order, so converting from here keeps the whole parse linear.
+    cursor: (usize, usize),
 }
 
 /// Parse a file into a node tree. `None` when the YAML does not parse at all;
 /// the diagnostics say why (and list duplicate keys even when it does).
 #[must_use]
 pub fn parse(file: &SourceFile, id: FileId) -> (Option<Node>, Vec<Diagnostic>) {
-    let mut r = Reader { file, id, parser: Parser::new_from_str(&file.text), anchors: HashMap::new(), diags: Vec::new() };
+    let mut r = Reader { file, id, parser: Parser::new_from_str(&file.text), anchors: HashMap::new(), diags: Vec::new(), cursor: (0, 0) };
     let node = r.document();
     (node, r.diags)
 }
 
 impl<'a> Reader<'a> {
-    fn span(&self, s: YSpan) -> Span {
-        let start = self.file.offset(s.start.line(), s.start.col() + 1);
-        let end = self.file.offset(s.end.line(), s.end.col() + 1);
+    fn span(&mut self, s: YSpan) -> Span {
+        let start = self.byte(s.start.index());
+        let end = self.byte(s.end.index());
         Span::new(self.id, start, end.max(start))
+    }
+
+    /// Byte offset of a char index (saphyr's markers count characters).
+    fn byte(&mut self, char_index: usize) -> usize {
+        let text = &self.file.text;
+        let (mut ci, mut bi) = self.cursor;
+        if char_index < ci {
+            (ci, bi) = (0, 0);
+        }
+        let n = char_index - ci;
+        let rest = &text[bi..];
+        let b = if rest.len() >= n && rest.as_bytes()[..n].is_ascii() {
+            bi + n
+        } else {
+            rest.char_indices().nth(n).map_or(text.len(), |(i, _)| bi + i)
+        };
+        self.cursor = (char_index, b);
+        b
     }
 
     fn next(&mut self) -> Option<(Event<'a>, YSpan)> {
@@ -100,7 +122,8 @@ impl<'a> Reader<'a> {
                 Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
                 Event::DocumentStart(_) => {
                     if root.is_some() {
-                        self.diags.push(Diagnostic::error(code::YAML_UNSUPPORTED, "a workflow file holds one YAML document", self.span(sp))
+                        let span = self.span(sp);
+                        self.diags.push(Diagnostic::error(code::YAML_UNSUPPORTED, "a workflow file holds one YAML document", span)
                             .help("remove the `---` and everything after it, or split the file"));
                         return root;
                     }
@@ -296,8 +319,12 @@ fn resolve(text: &str, style: ScalarStyle) -> Value {
 
 /// Escape a key for a JSON pointer.
 #[must_use]
-pub fn pointer_escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
+pub fn pointer_escape(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.contains(['~', '/']) {
+        std::borrow::Cow::Owned(key.replace('~', "~0").replace('/', "~1"))
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    }
 }
 
 impl Node {
@@ -348,7 +375,7 @@ mod tests {
     fn resolves_core_schema_scalars() {
         let (_, n, d) = load("a: 1\nb: on\nc: true\nd: '1'\ne: 1.5\nf: ~\ng: 0x10\nh: 1e3\ni: 2024-01-01\n");
         assert!(d.is_empty());
-        let mut locs = LocMap::new();
+        let mut locs = LocMap::default();
         let v = n.unwrap().to_json(&mut String::new(), None, &mut locs);
         assert_eq!(v, serde_json::json!({"a": 1, "b": "on", "c": true, "d": "1", "e": 1.5, "f": null, "g": 16, "h": 1000.0, "i": "2024-01-01"}));
     }
@@ -373,7 +400,7 @@ mod tests {
     #[test]
     fn spans_of_values_and_pointers() {
         let (map, n, _) = load("steps:\n  é:\n    uses: \"x.y\"\n");
-        let mut locs = LocMap::new();
+        let mut locs = LocMap::default();
         n.unwrap().to_json(&mut String::new(), None, &mut locs);
         let l = locs["/steps/é/uses"];
         assert_eq!(map.location(l.value), "t.yaml:3:11");
@@ -387,7 +414,7 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].code, code::YAML_UNSUPPORTED);
         assert_eq!(map.location(d[0].primary.as_ref().unwrap().span), "t.yaml:3:3");
-        let v = n.unwrap().to_json(&mut String::new(), None, &mut LocMap::new());
+        let v = n.unwrap().to_json(&mut String::new(), None, &mut LocMap::default());
         assert_eq!(v["b"], serde_json::json!({"y": 3, "x": 1}));
         assert_eq!(v["c"], serde_json::json!({"<<": 1}));
     }
@@ -396,7 +423,7 @@ mod tests {
     fn anchors_and_aliases_copy_values() {
         let (_, n, d) = load("a: &r {x: 1}\nb: *r\n");
         assert!(d.is_empty());
-        let v = n.unwrap().to_json(&mut String::new(), None, &mut LocMap::new());
+        let v = n.unwrap().to_json(&mut String::new(), None, &mut LocMap::default());
         assert_eq!(v["b"], serde_json::json!({"x": 1}));
     }
 }
