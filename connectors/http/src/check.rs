@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::client::{body_text, header_map, parse_method, parse_url, read_body, redact, Clients, ExpectStatus};
-use crate::duration::DurationStr;
+use engine_core::duration::DurationStr;
 use crate::error::{describe, Error};
 
 /// How much of each answer's body is kept (and searched for `contains`): 64 KiB.

@@ -15,7 +15,6 @@
 
 mod check;
 mod client;
-mod duration;
 mod error;
 mod request;
 #[cfg(test)]
@@ -27,7 +26,7 @@ use engine_connector::{Connector, DynAction};
 
 pub use check::{CheckInput, CheckOutput, HttpCheck, CHECK_BODY_LIMIT};
 pub use client::ExpectStatus;
-pub use duration::{parse_duration, DurationStr, DURATION_PATTERN};
+pub use engine_core::duration::{parse_duration, DurationStr, DURATION_PATTERN};
 pub use error::{status_kind, Error};
 pub use request::{HttpRequest, RequestInput, RequestOutput, REQUEST_BODY_LIMIT};
 

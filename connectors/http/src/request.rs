@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::client::{body_text, excerpt, header_map, headers_out, parse_method, parse_url, read_body, redact, retry_after, Clients, ExpectStatus};
-use crate::duration::DurationStr;
+use engine_core::duration::DurationStr;
 use crate::error::{describe, status_kind, Error};
 
 /// How much of an answer's body `http.request` keeps: 16 MiB.

@@ -8,6 +8,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "engine", version, about, propagate_version = true)]
 pub struct Cli {
+    /// The run state file (default: `$ENGINE_STATE`, else `$XDG_STATE_HOME/engine/state.db`,
+    /// else `~/.local/state/engine/state.db`).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -30,6 +34,15 @@ pub enum DiagFormat {
     /// Source excerpts with carets.
     Text,
     /// One JSON array of diagnostics.
+    Json,
+}
+
+/// How `show` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// For people.
+    Plain,
+    /// One JSON object.
     Json,
 }
 
@@ -94,6 +107,49 @@ pub enum Command {
     Connectors {
         /// A connector (`shell`) or an action (`shell.run`).
         name: Option<String>,
+    },
+    /// List past runs, newest first.
+    Runs {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One run: steps, outputs, resources.
+    Show {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        /// `json` prints one JSON object.
+        #[arg(long, value_enum, default_value = "plain")]
+        output: ShowFormat,
+    },
+    /// The lines a run's steps printed.
+    Logs {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        /// Only this step (and, for a sub-workflow step, its children).
+        step: Option<String>,
+        /// Keep printing while the run goes on.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Continue a run: what finished is reused, the rest runs.
+    Resume {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        /// Most steps at once.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Progress format.
+        #[arg(long, value_enum)]
+        output: Option<OutputMode>,
+    },
+    /// Undo everything a run created, in reverse dependency order.
+    Destroy {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        /// Progress format.
+        #[arg(long, value_enum)]
+        output: Option<OutputMode>,
     },
     /// Print the JSON Schema of the workflow format.
     Schema,

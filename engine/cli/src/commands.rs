@@ -1,14 +1,14 @@
 //! The verbs.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use engine_connector::{CancellationToken, Registry};
+use engine_connector::Registry;
 use engine_core::diagnostics::{code, explain};
-use engine_core::{Diagnostic, Masker, SourceMap};
+use engine_core::{Diagnostic, SourceMap};
 use engine_expr::{is_template, Evaluator};
-use engine_runtime::{EventSink, RunOptions, RunStatus};
+use engine_runtime::EventSink;
 use engine_spec::inputs::resolve_inputs;
 use engine_spec::yaml::LocMap;
 use engine_spec::{Loader, Uses, Workflow};
@@ -16,7 +16,7 @@ use minijinja_value::JValue;
 use serde_json::{Map, Value};
 
 use crate::cli::{Cli, Command, DiagFormat, GraphFormat, OutputMode};
-use crate::{diagnostics, output, registry};
+use crate::{diagnostics, durable, output, registry};
 
 mod minijinja_value {
     pub use engine_expr::JValue;
@@ -25,8 +25,14 @@ mod minijinja_value {
 /// Run a command; the exit code.
 pub fn dispatch(cli: Cli) -> u8 {
     let registry = registry::builtin();
+    let state = cli.state;
     match cli.command {
-        Command::Run { file, inputs, inputs_file, concurrency, output } => run(&registry, &file, &inputs, inputs_file.as_deref(), concurrency, output),
+        Command::Run { file, inputs, inputs_file, concurrency, output } => run(&registry, state.as_deref(), &file, &inputs, inputs_file.as_deref(), concurrency, output),
+        Command::Runs { limit } => durable::with_store(state.as_deref(), |s| durable::runs(s, limit)),
+        Command::Show { run, output } => durable::with_store(state.as_deref(), |s| durable::show(s, &run, output)),
+        Command::Logs { run, step, follow } => durable::with_store(state.as_deref(), |s| durable::logs(s, &run, step.as_deref(), follow)),
+        Command::Resume { run, concurrency, output } => durable::with_store(state.as_deref(), |s| durable::resume(&registry, s, &run, concurrency, output)),
+        Command::Destroy { run, output } => durable::with_store(state.as_deref(), |s| durable::destroy(&registry, s, &run, output)),
         Command::Validate { files, format } => validate(&registry, &files, format),
         Command::Plan { file, inputs, inputs_file } => plan(&registry, &file, &inputs, inputs_file.as_deref()),
         Command::Graph { file, format } => graph(&registry, &file, format),
@@ -123,7 +129,7 @@ fn inputs(wf: &Workflow, sources: &mut SourceMap, pairs: &[String], file: Option
     resolve_inputs(&wf.inputs, &given, &cli)
 }
 
-fn secrets(wf: &Workflow) -> Result<Map<String, Value>, Vec<Diagnostic>> {
+pub(crate) fn secrets(wf: &Workflow) -> Result<Map<String, Value>, Vec<Diagnostic>> {
     let mut out = Map::new();
     let mut diags = Vec::new();
     for (name, src) in &wf.secrets {
@@ -162,7 +168,7 @@ fn expand_home(p: &str, dir: &Path) -> PathBuf {
 }
 
 /// A run id: UTC date and time, then 4 random hex digits (`20261123-201530-a1b2`).
-fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86400, secs % 86400);
@@ -180,7 +186,7 @@ fn new_run_id() -> String {
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{salt:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn run(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<&Path>, concurrency: Option<usize>, mode: Option<OutputMode>) -> u8 {
+fn run(registry: &Registry, state: Option<&Path>, file: &Path, pairs: &[String], inputs_file: Option<&Path>, concurrency: Option<usize>, mode: Option<OutputMode>) -> u8 {
     let (wf, mut sources) = match load(registry, file) {
         Ok(x) => x,
         Err(c) => return c,
@@ -203,66 +209,21 @@ fn run(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<&
         eprintln!("error: --concurrency must be at least 1");
         return 2;
     }
-    let masker = Masker::new(secret_values.values().filter_map(Value::as_str));
+    durable::with_store(state, |store| {
+        let run = durable::Session { wf: wf.clone(), run_id: new_run_id(), inputs: values.clone(), secrets: secret_values.clone() };
+        durable::drive(store, run, concurrency, mode, false)
+    })
+}
+
+/// The sink for an output mode (`None`: tty on a terminal, else plain).
+pub(crate) fn sink(mode: Option<OutputMode>) -> (OutputMode, Arc<dyn EventSink>) {
     let mode = mode.unwrap_or(if std::io::stderr().is_terminal() { OutputMode::Tty } else { OutputMode::Plain });
     let sink: Arc<dyn EventSink> = match mode {
         OutputMode::Json => Arc::new(output::JsonSink::new()),
         OutputMode::Plain => Arc::new(output::PlainSink::new()),
         OutputMode::Tty => Arc::new(output::TtySink::new()),
     };
-    let env: Map<String, Value> = std::env::vars().map(|(k, v)| (k, Value::String(v))).collect();
-    let cancel = CancellationToken::new();
-    let run_id = new_run_id();
-    let opts = RunOptions { run_id: run_id.clone(), inputs: values, secrets: secret_values, env, concurrency, cancel: cancel.clone(), events: sink, masker: masker.clone(), journal: None, prior: Arc::default() };
-
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    let result = rt.block_on(async move {
-        // First Ctrl-C: cancel in-flight steps and finish cleanly. Second: exit at once.
-        // The handler is installed before the first step starts, so no interrupt is missed.
-        let c = cancel.clone();
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
-            Ok(mut sigint) => {
-                tokio::spawn(async move {
-                    if sigint.recv().await.is_some() {
-                        eprintln!("interrupted: cancelling in-flight steps (Ctrl-C again to exit at once)");
-                        c.cancel();
-                        if sigint.recv().await.is_some() {
-                            eprintln!("interrupted again: exiting");
-                            std::process::exit(130);
-                        }
-                    }
-                });
-            }
-            Err(e) => eprintln!("warning: cannot handle Ctrl-C: {e}"),
-        }
-        engine_runtime::run(wf, opts).await
-    });
-    if mode != OutputMode::Json {
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        let _ = writeln!(out, "run {run_id} {}", result.status.as_str());
-        if let Value::Object(o) = masker.mask_json(&result.outputs) {
-            for (k, v) in o {
-                let shown = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                let _ = writeln!(out, "{k}: {shown}");
-            }
-        }
-    }
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result.status {
-        RunStatus::Succeeded => 0,
-        RunStatus::Failed => 1,
-        RunStatus::Cancelled => 130,
-    }
+    (mode, sink)
 }
 
 /// Render a template for `plan`: values that depend on steps are shown as
@@ -370,7 +331,13 @@ fn plan(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<
         let rendered = plan_value(&eval, &s.with, &ctx, &wf);
         if let Value::Object(o) = &rendered {
             for (k, v) in o {
-                out.push_str(&format!("       {k}: {}\n", match v { Value::String(x) => x.clone(), o => o.to_string() }));
+                let shown = match v {
+                    // A multi-line value is shown as an indented block.
+                    Value::String(x) if x.contains('\n') => format!("|\n{}", x.trim_end().lines().map(|l| format!("         {l}")).collect::<Vec<_>>().join("\n")),
+                    Value::String(x) => x.clone(),
+                    o => o.to_string(),
+                };
+                out.push_str(&format!("       {k}: {shown}\n"));
             }
         }
         if let Uses::Action(a) = &s.uses {

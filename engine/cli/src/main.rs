@@ -6,6 +6,8 @@
 mod cli;
 mod commands;
 mod diagnostics;
+mod durable;
+mod journal;
 mod output;
 mod registry;
 

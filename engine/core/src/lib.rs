@@ -4,6 +4,7 @@
 //! Nothing here performs IO or depends on an async runtime.
 
 pub mod diagnostics;
+pub mod duration;
 pub mod error_kind;
 pub mod resource;
 pub mod schema;

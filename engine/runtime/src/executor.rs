@@ -43,6 +43,8 @@ pub struct RunOptions {
     /// Outputs of steps (`step`, `step[2]`, `parent/child`) that succeeded in an
     /// earlier attempt of this run: reused, not run again.
     pub prior: Arc<HashMap<String, Value>>,
+    /// Resources recorded by earlier attempts of this run (for `on_failure: cleanup`).
+    pub prior_resources: Vec<ResourceRecord>,
 }
 
 /// A state change to record durably.
@@ -133,6 +135,17 @@ impl Shared {
             None => Ok(()),
         }
     }
+    /// Record a resource durably, then in the run's own list.
+    async fn record_resource(&self, record: &ResourceRecord) -> Result<(), ConnectorError> {
+        self.journal(Record::Resource(record)).await?;
+        let mut r = self.resources.lock().expect("resource lock");
+        match r.iter_mut().find(|x| x.key == record.key && x.kind == record.kind) {
+            Some(x) => *x = record.clone(),
+            None => r.push(record.clone()),
+        }
+        Ok(())
+    }
+
     async fn journal_step(&self, step: &str, index: Option<usize>, status: StepStatus, attempts: u32, outputs: &Value, error: Option<&str>) {
         let outputs = self.opts.masker.mask_json(outputs);
         let error = error.map(|e| self.mask(e));
@@ -170,13 +183,7 @@ impl StepSink for Sink {
         self.shared.emit(Event::StepLog { run_id: self.shared.opts.run_id.clone(), step: step.step.clone(), index: step.index, stream: stream.as_str(), line });
     }
     async fn record(&self, record: &ResourceRecord) -> Result<(), ConnectorError> {
-        self.shared.journal(Record::Resource(record)).await?;
-        let mut r = self.shared.resources.lock().expect("resource lock");
-        match r.iter_mut().find(|x| x.key == record.key && x.kind == record.kind) {
-            Some(x) => *x = record.clone(),
-            None => r.push(record.clone()),
-        }
-        Ok(())
+        self.shared.record_resource(record).await
     }
 }
 
@@ -186,8 +193,43 @@ pub async fn run(workflow: Arc<Workflow>, opts: RunOptions) -> RunResult {
     let run_id = shared.opts.run_id.clone();
     shared.emit(Event::RunStarted { run_id: run_id.clone(), workflow: workflow.name.clone(), file: workflow.path.display().to_string() });
     let inputs = shared.opts.inputs.clone();
-    let mut result = execute(workflow, inputs, String::new(), shared.clone(), shared.opts.cancel.clone()).await;
-    result.resources = shared.resources.lock().expect("resource lock").clone();
+    let mut result = execute(workflow.clone(), inputs, String::new(), shared.clone(), shared.opts.cancel.clone()).await;
+    // Every resource of the run: earlier attempts' records, updated by this one's.
+    let mut resources = shared.opts.prior_resources.clone();
+    for r in shared.resources.lock().expect("resource lock").iter() {
+        match resources.iter_mut().find(|x| x.kind == r.kind && x.key == r.key) {
+            Some(x) => *x = r.clone(),
+            None => resources.push(r.clone()),
+        }
+    }
+    result.resources = resources;
+    if result.status != RunStatus::Succeeded && workflow.on_failure == engine_spec::model::OnFailure::Cleanup && !result.resources.is_empty() {
+        // `on_failure: cleanup`: undo what the run created before reporting the end.
+        // A fresh token: the run's own may be cancelled (Ctrl-C), the cleanup must run.
+        let mut opts = shared.opts.clone();
+        opts.cancel = CancellationToken::new();
+        let mut outputs: Map<String, Value> = shared.opts.prior.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (id, s) in &result.steps {
+            if s.status == StepStatus::Succeeded {
+                outputs.insert(id.clone(), s.outputs.clone());
+                if let Value::Array(items) = &s.outputs {
+                    for (i, v) in items.iter().enumerate() {
+                        outputs.insert(instance_key(id, Some(i)), v.clone());
+                    }
+                }
+            }
+        }
+        let d = crate::undo::destroy(workflow, result.resources.clone(), opts, Arc::new(outputs)).await;
+        let note = if d.failed.is_empty() {
+            format!("on_failure: cleanup undid {} resource(s)", d.undone)
+        } else {
+            format!("on_failure: cleanup could not undo {} resource(s); run `engine destroy {run_id}`", d.failed.len())
+        };
+        result.error = Some(match result.error.take() {
+            Some(e) => format!("{e}; {note}"),
+            None => note,
+        });
+    }
     shared.emit(Event::RunFinished {
         run_id,
         status: result.status,
@@ -622,7 +664,7 @@ impl Job {
                 undo: json!({"item": self.shared.opts.masker.mask_json(&self.item), "index": self.index}),
                 step: StepRef { step: self.name(), index: self.index },
             };
-            if let Err(e) = self.shared.journal(Record::Resource(&rec)).await {
+            if let Err(e) = self.shared.record_resource(&rec).await {
                 return Outcome { step: self.step, index: self.index, result: Err(e), attempts: 0 };
             }
         }

@@ -47,6 +47,7 @@ async fn run_with(yaml: &str, secrets: Map<String, Value>, cancel: CancellationT
         masker,
         journal: None,
         prior: Arc::default(),
+        prior_resources: Vec::new(),
     };
     if let Some(after) = cancel_after {
         tokio::spawn(async move {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The regular expression of a duration: `500ms`, `90s`, `15m`, `1h`, `1h30m`, `0.5s`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$";
+pub const DURATION_PATTERN: &str = engine_core::duration::DURATION_PATTERN;
 /// The regular expression of a step id.
 pub const STEP_ID_PATTERN: &str = r"^[a-z][a-z0-9_-]*$";
 
@@ -165,37 +165,7 @@ impl Duration {
     /// # Errors
     /// When it is not a duration.
     pub fn parse(s: &str) -> Result<std::time::Duration, String> {
-        let bad = || format!("`{s}` is not a duration: write a number and a unit (ms, s, m, h, d), e.g. `90s`, `15m`, `1h30m`");
-        if s.is_empty() {
-            return Err(bad());
-        }
-        let mut total = 0.0f64;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-            let num = &rest[..num_len];
-            if num_len == 0 || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
-                return Err(bad());
-            }
-            let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-            rest = &rest[num_len..];
-            let (unit, len) = if rest.starts_with("ms") {
-                (0.001, 2)
-            } else if rest.starts_with('s') {
-                (1.0, 1)
-            } else if rest.starts_with('m') {
-                (60.0, 1)
-            } else if rest.starts_with('h') {
-                (3600.0, 1)
-            } else if rest.starts_with('d') {
-                (86400.0, 1)
-            } else {
-                return Err(bad());
-            };
-            total += n * unit;
-            rest = &rest[len..];
-        }
-        Ok(std::time::Duration::from_secs_f64(total))
+        engine_core::duration::parse_duration(s)
     }
 }
 

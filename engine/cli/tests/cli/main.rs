@@ -1,27 +1,29 @@
 //! End-to-end tests of the `engine` binary: exit codes, stdout and stderr.
 
+mod durable;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct CliTest {
-    dir: tempfile::TempDir,
+pub(crate) struct CliTest {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl CliTest {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { dir: tempfile::tempdir().expect("tempdir") }
     }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).expect("write");
         p
     }
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_engine"));
-        c.current_dir(self.dir.path()).env("NO_COLOR", "1");
+        c.current_dir(self.dir.path()).env("NO_COLOR", "1").env("ENGINE_STATE", self.dir.path().join("state.db"));
         c
     }
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("spawn engine")
     }
 }
@@ -30,7 +32,7 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 

@@ -1,6 +1,6 @@
-//! Duration strings in inputs (`"500ms"`, `"2s"`, `"0.1s"`, `"15m"`, `"1h30m"`), the same
-//! syntax as the workflow format's durations. Connector crates do not depend on the
-//! workflow parser, so the few lines of parsing live here.
+//! Duration strings (`"500ms"`, `"2s"`, `"0.1s"`, `"15m"`, `"1h30m"`): the one parser
+//! behind the workflow format's `timeout`/`retry` durations and every connector input
+//! that takes a duration.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -42,7 +42,11 @@ impl DurationStr {
     }
 
     /// A default value from a literal known to be valid.
-    pub(crate) fn literal(s: &'static str) -> Self {
+    ///
+    /// # Panics
+    /// When the literal is not a duration (a programming error).
+    #[must_use]
+    pub fn literal(s: &'static str) -> Self {
         Self::parse(s).unwrap_or_else(|e| unreachable!("bad built-in duration: {e}"))
     }
 }
