@@ -8,6 +8,8 @@
 #   W2  1 -> 100 -> 100 fan-out chain passing outputs, concurrency 16
 #       floor: the same with xargs (seq | xargs echo | xargs echo c-)
 #   V   engine validate of a generated 10,000-step workflow (aim: < 0.5 s, < 100 MB)
+# W1 runs twice: with the durable state file (the default) and with `--state :memory:`,
+# whose difference is what durability costs; then the store's own writes/second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -66,6 +68,10 @@ row() { # name, engine command, floor command
 echo "engine benchmarks, median of $RUNS runs ($(nproc) cores)"
 printf '| %-28s | %8s | %8s | %9s | %9s | %7s |\n' workload "wall s" "peak MiB" "floor s" "floor MiB" "ratio"
 printf '|%s|\n' "------------------------------|----------|----------|-----------|-----------|---------"
+export ENGINE_STATE=$gen/state.db
 row "W1 500 x true, c=16" "$ENGINE run $gen/w1.yaml --output json" "seq 500 | xargs -P16 -n1 sh -c true"
+row "W1, state in memory" "$ENGINE --state :memory: run $gen/w1.yaml --output json" "seq 500 | xargs -P16 -n1 sh -c true"
 row "W2 1->100->100 chain, c=16" "$ENGINE run $gen/w2.yaml --output json" "seq 0 99 | xargs -P16 -n1 sh -c 'echo \$0' | xargs -P16 -n1 sh -c 'echo c-\$0'"
 row "validate 10,000 steps" "$ENGINE validate $gen/v10k.yaml" ""
+echo
+echo "run state store: $(cargo run --release -q -p engine-state --example store_bench 2>/dev/null | grep "writes/s")"

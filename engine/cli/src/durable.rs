@@ -27,7 +27,9 @@ const LOCK_RENEW: Duration = Duration::from_secs(10);
 /// Open the store and run `f`; a store that cannot be opened is exit 2.
 pub fn with_store(path: Option<&Path>, f: impl FnOnce(&Store) -> u8) -> u8 {
     let path = path.map_or_else(engine_state::default_path, Path::to_path_buf);
-    match Store::open(&path) {
+    // `:memory:` keeps nothing after the process (benchmarks, throwaway runs).
+    let opened = if path.as_os_str() == ":memory:" { Store::memory() } else { Store::open(&path) };
+    match opened {
         Ok(s) => f(&s),
         Err(e) => {
             eprintln!("error: {e}");

@@ -123,7 +123,7 @@ fn secrets_never_reach_the_state_file() {
     let t = CliTest::new();
     let wf = t.write(
         "s.yaml",
-        "version: 1\nsecrets: { tok: { env: CANARY } }\nsteps:\n  a: { uses: shell.run, with: { command: 'echo ${{ secrets.tok }}; echo err-${{ secrets.tok }} >&2; exit 1' }, continue_on_error: true }\n  b: { uses: shell.run, with: { command: 'echo v=${{ secrets.tok }}' } }\noutputs: { o: '${{ steps.b.outputs.stdout }}' }\n",
+        "version: 1\nsecrets: { tok: { env: CANARY }, suite: { env: ENGINE_TEST_CANARY } }\nsteps:\n  a: { uses: shell.run, with: { command: 'echo ${{ secrets.tok }}; echo err-${{ secrets.tok }} >&2; exit 1' }, continue_on_error: true }\n  b: { uses: shell.run, with: { command: 'echo v=${{ secrets.tok }} ${{ secrets.suite }}' } }\noutputs: { o: '${{ steps.b.outputs.stdout }}' }\n",
     );
     let out = t.cmd().args(["run", wf.to_str().unwrap(), "--output", "json"]).env("CANARY", "canary-7f3a9c").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -204,4 +204,21 @@ fn crash_at_any_point_then_resume_and_destroy() {
         assert!(listing(&made).is_empty(), "kill point {k}: left behind {:?}", listing(&made));
     }
     assert!(points >= 50, "{points} kill points");
+}
+
+#[test]
+fn logs_follow_a_live_run_until_it_ends() {
+    let t = CliTest::new();
+    let wf = t.write("f.yaml", "version: 1\nsteps:\n  tick: { uses: shell.run, with: { command: 'for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done' } }\n");
+    let mut child = t.cmd().args(["run", wf.to_str().unwrap(), "--output", "json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let run_id = first["run_id"].as_str().unwrap().to_string();
+    let follow = t.cmd().args(["logs", &run_id, "--follow"]).output().unwrap();
+    let _ = child.wait();
+    assert_eq!(follow.status.code(), Some(0));
+    let out = text(&follow.stdout);
+    for i in 1..=5 {
+        assert!(out.contains(&format!("tick | tick {i}")), "{out}");
+    }
 }

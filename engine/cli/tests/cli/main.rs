@@ -20,11 +20,30 @@ impl CliTest {
     }
     pub(crate) fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_engine"));
-        c.current_dir(self.dir.path()).env("NO_COLOR", "1").env("ENGINE_STATE", self.dir.path().join("state.db"));
+        c.current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("ENGINE_STATE", self.dir.path().join("state.db"))
+            .env("ENGINE_TEST_CANARY", CANARY);
         c
     }
     pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("spawn engine")
+    }
+}
+
+/// A secret value every test's engine can read (`env: ENGINE_TEST_CANARY`); no
+/// state file any test leaves may contain it.
+pub(crate) const CANARY: &str = "canary-5e1f0c2b9d";
+
+impl Drop for CliTest {
+    fn drop(&mut self) {
+        for f in ["state.db", "state.db-wal", "state.db-shm"] {
+            let bytes = std::fs::read(self.dir.path().join(f)).unwrap_or_default();
+            let leaked = bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes());
+            if leaked && !std::thread::panicking() {
+                panic!("the canary secret reached {f}");
+            }
+        }
     }
 }
 
@@ -106,7 +125,7 @@ fn secrets_are_masked_in_everything_printed() {
     let t = CliTest::new();
     let f = t.write(
         "s.yaml",
-        "version: 1\nsecrets:\n  tok: { env: MY_TOKEN }\n  key: { file: key.txt }\nsteps:\n  leak: { uses: shell.run, with: { command: 'echo token=${{ secrets.tok }}; echo key=$K >&2; exit 3', env: { K: '${{ secrets.key }}' } } }\noutputs:\n  t: ${{ secrets.tok }}\n",
+        "version: 1\nsecrets:\n  tok: { env: MY_TOKEN }\n  key: { file: key.txt }\n  canary: { env: ENGINE_TEST_CANARY }\nsteps:\n  leak: { uses: shell.run, with: { command: 'echo token=${{ secrets.tok }} ${{ secrets.canary }}; echo key=$K >&2; exit 3', env: { K: '${{ secrets.key }}' } } }\noutputs:\n  t: ${{ secrets.tok }}\n",
     );
     t.write("key.txt", "file-secret-123\n");
     for mode in ["json", "plain"] {
