@@ -57,7 +57,7 @@ pub fn dispatch(cli: Cli) -> u8 {
 }
 
 fn load(registry: &Registry, file: &Path) -> Result<(Arc<Workflow>, SourceMap), u8> {
-    let mut loader = Loader::new(registry);
+    let mut loader = Loader::with_resolver(registry, &registry::Plugins);
     let wf = loader.load(file);
     if loader.has_errors() || wf.is_none() {
         diagnostics::print_all(&loader.sources, &loader.diags);
@@ -67,7 +67,7 @@ fn load(registry: &Registry, file: &Path) -> Result<(Arc<Workflow>, SourceMap), 
 }
 
 fn validate(registry: &Registry, files: &[PathBuf], format: DiagFormat) -> u8 {
-    let mut loader = Loader::new(registry);
+    let mut loader = Loader::with_resolver(registry, &registry::Plugins);
     let mut ok = true;
     let mut summaries = Vec::new();
     for f in files {
@@ -397,6 +397,21 @@ fn graph(registry: &Registry, file: &Path, format: GraphFormat) -> u8 {
 }
 
 fn connectors(registry: &Registry, name: Option<&str>) -> u8 {
+    // Built-in connectors, then plugins on PATH (described only when listed).
+    let mut plugins: Vec<engine_plugin::PluginConnector> = Vec::new();
+    let mut broken: Vec<String> = Vec::new();
+    for (n, path) in engine_plugin::find_on_path() {
+        if registry.has_connector(&n) || name.is_some_and(|x| x != n && !x.starts_with(&format!("{n}."))) {
+            continue;
+        }
+        match engine_plugin::describe_blocking(&n, &path) {
+            Ok(c) => plugins.push(c),
+            Err(e) => broken.push(e),
+        }
+    }
+    let actions = |id: &str| -> Option<std::sync::Arc<dyn engine_connector::DynAction>> {
+        registry.action(id).cloned().or_else(|| plugins.iter().flat_map(|p| p.actions.iter()).find(|a| a.id() == id).cloned())
+    };
     match name {
         None => {
             for c in registry.connectors() {
@@ -406,18 +421,31 @@ fn connectors(registry: &Registry, name: Option<&str>) -> u8 {
                     println!("  {a}  {d}");
                 }
             }
+            for p in &plugins {
+                println!("{}: {} (plugin: {})", p.name, p.description, p.path.display());
+                for a in &p.actions {
+                    println!("  {}  {}", a.id(), a.description());
+                }
+            }
+            for b in &broken {
+                eprintln!("warning: {b}");
+            }
             0
         }
         Some(n) => {
-            let ids: Vec<&str> = registry.action_ids().filter(|id| *id == n || id.starts_with(&format!("{n}."))).collect();
+            let mut ids: Vec<&str> = registry.action_ids().filter(|id| *id == n || id.starts_with(&format!("{n}."))).collect();
+            ids.extend(plugins.iter().flat_map(|p| p.actions.iter()).map(|a| a.id()).filter(|id| *id == n || id.starts_with(&format!("{n}."))));
             if ids.is_empty() {
+                for b in &broken {
+                    eprintln!("error: {b}");
+                }
                 let names: Vec<&str> = registry.connectors().map(|c| c.name).collect();
                 eprintln!("error: no connector or action `{n}`; connectors: {}", names.join(", "));
                 return 2;
             }
             let mut all = Map::new();
             for id in ids {
-                if let Some(a) = registry.action(id) {
+                if let Some(a) = actions(id) {
                     all.insert(
                         id.to_string(),
                         serde_json::json!({"description": a.description(), "creates": a.resource_kind(), "input": a.input_schema(), "output": a.output_schema()}),

@@ -224,7 +224,7 @@ fn find(store: &Store, run: &str) -> Result<RunRecord, u8> {
 
 /// The stored run's workflow, loaded again (it may have changed; it must still be valid).
 fn reload(registry: &Registry, rec: &RunRecord) -> Result<Arc<Workflow>, u8> {
-    let mut loader = engine_spec::Loader::new(registry);
+    let mut loader = engine_spec::Loader::with_resolver(registry, &crate::registry::Plugins);
     let wf = loader.load(Path::new(&rec.workflow_path));
     match wf {
         Some(w) if !loader.has_errors() => Ok(w),

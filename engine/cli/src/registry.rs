@@ -12,3 +12,25 @@ pub fn builtin() -> Registry {
     r.register(&connector_http::HttpConnector::new());
     r
 }
+
+/// Finds out-of-process connectors: the path a workflow declares, else `engine-connector-NAME`
+/// on `PATH`.
+pub struct Plugins;
+
+impl engine_spec::ConnectorResolver for Plugins {
+    fn resolve(&self, name: &str, path: Option<&std::path::Path>) -> Result<Option<Vec<std::sync::Arc<dyn engine_connector::DynAction>>>, String> {
+        let path = match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(format!("`{}` does not exist", p.display()));
+                }
+                p.to_path_buf()
+            }
+            None => match engine_plugin::find(name) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        engine_plugin::describe_blocking(name, &path).map(|c| Some(c.actions))
+    }
+}

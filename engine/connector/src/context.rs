@@ -156,6 +156,15 @@ impl StepContext {
         Ok(rec)
     }
 
+    /// Store a resource record as given (for connectors that build their own
+    /// records, such as out-of-process plugins).
+    ///
+    /// # Errors
+    /// When it cannot be stored.
+    pub async fn record(&self, rec: &ResourceRecord) -> Result<(), ConnectorError> {
+        self.sink.record(rec).await
+    }
+
     /// Whether the step is being cancelled.
     #[must_use]
     pub fn is_cancelled(&self) -> bool {

@@ -26,8 +26,21 @@ const FUNCTIONS: &[&str] = &["range", "success", "failure", "always", "cancelled
 const STATUS_FUNCTIONS: &[&str] = &["success", "failure", "always", "cancelled"];
 
 /// Loads and checks workflow files, collecting every diagnostic.
+/// Finds connectors that are not built in (out-of-process plugins).
+pub trait ConnectorResolver {
+    /// The actions of connector `name`, from `path` when the workflow declares one (already
+    /// made absolute), else from wherever plugins are found. `Ok(None)`: there is none.
+    ///
+    /// # Errors
+    /// A plugin was found but cannot be used (it does not start, or describes itself badly).
+    fn resolve(&self, name: &str, path: Option<&Path>) -> Result<Option<Vec<Arc<dyn DynAction>>>, String>;
+}
+
 pub struct Loader<'r> {
     registry: &'r Registry,
+    resolver: Option<&'r dyn ConnectorResolver>,
+    /// Plugin connectors resolved so far, by name (`None`: looked for, none found).
+    plugins: HashMap<String, Option<Vec<Arc<dyn DynAction>>>>,
     /// Every file read so far.
     pub sources: SourceMap,
     /// Every problem found so far.
@@ -73,6 +86,8 @@ impl<'r> Loader<'r> {
     pub fn new(registry: &'r Registry) -> Self {
         Self {
             registry,
+            resolver: None,
+            plugins: HashMap::new(),
             sources: SourceMap::default(),
             diags: Vec::new(),
             workflow_checker: SchemaChecker::new(model::workflow_schema(), None),
@@ -82,6 +97,33 @@ impl<'r> Loader<'r> {
             stack: Vec::new(),
             eval: Evaluator::new(),
         }
+    }
+
+    /// A loader that also finds plugin connectors through `resolver`.
+    #[must_use]
+    pub fn with_resolver(registry: &'r Registry, resolver: &'r dyn ConnectorResolver) -> Self {
+        let mut l = Self::new(registry);
+        l.resolver = Some(resolver);
+        l
+    }
+
+    /// A plugin connector's actions, looked up (and described) once.
+    fn plugin(&mut self, name: &str, path: Option<&Path>, span: Span) -> Option<Vec<Arc<dyn DynAction>>> {
+        if let Some(found) = self.plugins.get(name) {
+            if path.is_none() || found.is_some() {
+                return found.clone();
+            }
+        }
+        let resolver = self.resolver?;
+        let found = match resolver.resolve(name, path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.err(Diagnostic::error(code::UNKNOWN_ACTION, format!("connector `{name}` cannot be used: {e}"), span).help("see docs/connector-protocol.md"));
+                Some(Vec::new())
+            }
+        };
+        self.plugins.insert(name.to_string(), found.clone());
+        found
     }
 
     /// Whether an error was found.
@@ -208,6 +250,17 @@ impl<'r> Loader<'r> {
         self.check_inputs(&raw, &locs, &bad_decls);
         self.check_secrets(&raw, &locs, &bad_decls);
 
+        // Plugin connectors the workflow declares with a path, before any `uses` needs them.
+        for (name, settings) in &raw.connectors {
+            if self.registry.has_connector(name) {
+                continue;
+            }
+            let ptr = format!("/connectors/{}", pointer_escape(name));
+            let declared = settings.get("path").and_then(Value::as_str).map(|p| dir.join(p));
+            let span = declared.as_ref().map_or_else(|| key_loc(&locs, &ptr, whole), |_| loc(&locs, &format!("{ptr}/path"), whole));
+            self.plugin(name, declared.as_deref(), span);
+        }
+
         // First pass: resolve every `uses`, so that output names are known.
         let mut resolved: HashMap<String, Resolved> = HashMap::new();
         let mut outputs: HashMap<String, Option<Vec<String>>> = HashMap::new();
@@ -252,7 +305,7 @@ impl<'r> Loader<'r> {
         let mut connectors = IndexMap::new();
         for (name, settings) in &raw.connectors {
             let ptr = format!("/connectors/{}", pointer_escape(name));
-            if !self.registry.has_connector(name) {
+            if !self.registry.has_connector(name) && self.plugins.get(name).is_none_or(Option::is_none) {
                 let names: Vec<&str> = self.registry.connectors().map(|c| c.name).collect();
                 let mut d = Diagnostic::error(code::UNKNOWN_ACTION, format!("unknown connector `{name}` in `connectors`"), key_loc(&locs, &ptr, whole));
                 if let Some(s) = did_you_mean(name, names.iter().copied()) {
@@ -551,8 +604,17 @@ impl<'r> Loader<'r> {
             return Some(Resolved::Action(a.clone()));
         }
         let connector = uses.split('.').next().unwrap_or(uses);
-        let d = if self.registry.has_connector(connector) && uses.contains('.') {
-            let actions: Vec<&str> = self.registry.connectors().find(|c| c.name == connector).map(|c| c.actions.clone()).unwrap_or_default();
+        let plugin = if self.registry.has_connector(connector) || !uses.contains('.') { None } else { self.plugin(connector, None, span) };
+        if let Some(actions) = &plugin {
+            if let Some(a) = actions.iter().find(|a| a.id() == uses) {
+                return Some(Resolved::Action(a.clone()));
+            }
+        }
+        let d = if (self.registry.has_connector(connector) || plugin.is_some()) && uses.contains('.') {
+            let actions: Vec<&str> = match &plugin {
+                Some(p) => p.iter().map(|a| a.id()).collect(),
+                None => self.registry.connectors().find(|c| c.name == connector).map(|c| c.actions.clone()).unwrap_or_default(),
+            };
             let mut d = Diagnostic::error(code::UNKNOWN_ACTION, format!("connector `{connector}` has no action `{}`", &uses[connector.len() + 1..]), span);
             if let Some(s) = did_you_mean(uses, actions.iter().copied()) {
                 d = d.help(format!("did you mean `{s}`?"));

@@ -9,5 +9,5 @@ pub mod plan;
 pub mod schemacheck;
 pub mod yaml;
 
-pub use check::Loader;
+pub use check::{ConnectorResolver, Loader};
 pub use plan::{CleanupPlan, FallbackPlan, RetryOn, RetryPolicy, StepPlan, Uses, Workflow};
