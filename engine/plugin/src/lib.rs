@@ -133,7 +133,18 @@ impl Session {
         if let Some(d) = cwd {
             cmd.current_dir(d);
         }
-        let mut child = cmd.spawn().map_err(|e| ConnectorError::invalid(format!("cannot start {who}: {e}")).with_source(e))?;
+        // ETXTBSY: the executable was just written and another thread's fork still holds it
+        // open for writing; it clears within milliseconds.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(26) && tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => break other.map_err(|e| ConnectorError::invalid(format!("cannot start {who}: {e}")).with_source(e))?,
+            }
+        };
         let pid = child.id();
         let mut stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or_else(|| ConnectorError::invalid(format!("{who}: no standard output")))?;
