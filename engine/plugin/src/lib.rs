@@ -260,6 +260,8 @@ fn error_from(who: &str, m: &Value) -> ConnectorError {
 /// # Errors
 /// A message saying what is wrong with the plugin.
 pub async fn describe(name: &str, path: &Path) -> Result<PluginConnector, String> {
+    // Requests run in the workflow's directory: keep an absolute path.
+    let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let who = label(name, path);
     let work = async {
         let mut s = Session::start(name, path, &json!({"type": "describe"}), None).await.map_err(|e| e.message)?;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `engine` binary: exit codes, stdout and stderr.
 
 mod durable;
+mod plugins;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -47,7 +48,7 @@ impl Drop for CliTest {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
