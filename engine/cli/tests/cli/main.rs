@@ -1,6 +1,7 @@
 //! End-to-end tests of the `engine` binary: exit codes, stdout and stderr.
 
 mod durable;
+mod faults;
 mod plugins;
 
 use std::path::{Path, PathBuf};
