@@ -76,6 +76,14 @@ pub struct FakeRun {
     log: Arc<Mutex<FakeLog>>,
 }
 
+impl FakeRun {
+    /// The action, logging into `log`.
+    #[must_use]
+    pub fn new(log: Arc<Mutex<FakeLog>>) -> Self {
+        Self { log }
+    }
+}
+
 fn label(cx: &StepContext) -> String {
     match cx.step.index {
         Some(i) => format!("{}[{i}]", cx.step.step),

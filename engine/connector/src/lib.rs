@@ -10,6 +10,8 @@ mod error;
 mod registry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+#[cfg(any(test, feature = "test-util"))]
+pub mod harness;
 
 use std::sync::Arc;
 
