@@ -73,5 +73,21 @@ row "W1 500 x true, c=16" "$ENGINE run $gen/w1.yaml --output json" "seq 500 | xa
 row "W1, state in memory" "$ENGINE --state :memory: run $gen/w1.yaml --output json" "seq 500 | xargs -P16 -n1 sh -c true"
 row "W2 1->100->100 chain, c=16" "$ENGINE run $gen/w2.yaml --output json" "seq 0 99 | xargs -P16 -n1 sh -c 'echo \$0' | xargs -P16 -n1 sh -c 'echo c-\$0'"
 row "validate 10,000 steps" "$ENGINE validate $gen/v10k.yaml" ""
+# The cost of an out-of-process connector call (spawn + handshake + call): 100 calls one
+# after the other, against 100 shell.run steps doing the same work.
+for kind in plugin shell; do
+  {
+    echo "version: 1"; echo "concurrency: 1"; echo "steps:"
+    if [ $kind = plugin ]; then
+      echo "  up: { uses: sysinfo.uptime, for_each: 100 }"
+    else
+      echo "  up: { uses: shell.run, for_each: 100, with: { command: 'cut -d\" \" -f1 /proc/uptime' } }"
+    fi
+  } > "$gen/calls-$kind.yaml"
+done
+export PATH="$PWD/examples/connectors/bash:$PWD/examples/connectors/python:$PATH"
+read -r pw _ < <(python3 bench/timer.py "$RUNS" "$ENGINE run $gen/calls-plugin.yaml --output json")
+read -r sw _ < <(python3 bench/timer.py "$RUNS" "$ENGINE run $gen/calls-shell.yaml --output json")
+python3 -c "print(f'plugin call (bash sysinfo.uptime): {$pw*10:.1f} ms each; shell.run doing the same: {$sw*10:.1f} ms each; protocol overhead {($pw-$sw)*10:.1f} ms per call')"
 echo
 echo "run state store: $(cargo run --release -q -p engine-state --example store_bench 2>/dev/null | grep "writes/s")"

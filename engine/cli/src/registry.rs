@@ -10,6 +10,8 @@ pub fn builtin() -> Registry {
     r.register(&connector_shell::ShellConnector);
     #[cfg(feature = "connector-http")]
     r.register(&connector_http::HttpConnector::new());
+    #[cfg(feature = "connector-lock")]
+    r.register(&connector_lock::LockConnector);
     r
 }
 

@@ -201,7 +201,8 @@ fn committed_schemas_are_current() {
     let mut expected = vec![(root().join("schemas/workflow.schema.json"), text(&t.run(&["schema"]).stdout))];
     let all: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", "shell"]).stdout).unwrap();
     let http: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", "http"]).stdout).unwrap();
-    for (id, v) in all.as_object().unwrap().iter().chain(http.as_object().unwrap()) {
+    let lock: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", "lock"]).stdout).unwrap();
+    for (id, v) in all.as_object().unwrap().iter().chain(http.as_object().unwrap()).chain(lock.as_object().unwrap()) {
         expected.push((root().join(format!("schemas/actions/{id}.json")), serde_json::to_string_pretty(v).unwrap() + "\n"));
     }
     let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
