@@ -11,7 +11,7 @@ use engine_connector::{CancellationToken, Registry};
 use engine_core::Masker;
 use engine_runtime::{RunOptions, RunStatus};
 use engine_spec::Workflow;
-use engine_state::{RunRecord, StateError, Store, Write};
+use engine_state::{RunRecord, SharedStore, StateError, Store, Write};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{OutputMode, ShowFormat};
@@ -25,12 +25,12 @@ const LOCK_TTL: Duration = Duration::from_secs(30);
 const LOCK_RENEW: Duration = Duration::from_secs(10);
 
 /// Open the store and run `f`; a store that cannot be opened is exit 2.
-pub fn with_store(path: Option<&Path>, f: impl FnOnce(&Store) -> u8) -> u8 {
+pub fn with_store(path: Option<&Path>, f: impl FnOnce(&SharedStore) -> u8) -> u8 {
     let path = path.map_or_else(engine_state::default_path, Path::to_path_buf);
     // `:memory:` keeps nothing after the process (benchmarks, throwaway runs).
     let opened = if path.as_os_str() == ":memory:" { Store::memory() } else { Store::open(&path) };
     match opened {
-        Ok(s) => f(&s),
+        Ok(s) => f(&(Arc::new(s) as SharedStore)),
         Err(e) => {
             eprintln!("error: {e}");
             2
@@ -69,7 +69,7 @@ fn holder_is_dead(holder: &str) -> bool {
 }
 
 /// Take the run's lock; a lock left by a dead engine on this host is taken over.
-async fn lock(store: &Store, run_id: &str, owner: &str) -> Result<(), StateError> {
+async fn lock(store: &SharedStore, run_id: &str, owner: &str) -> Result<(), StateError> {
     match store.acquire_lock(run_id, owner, LOCK_TTL).await {
         Err(StateError::Locked { owner: holder, .. }) if holder_is_dead(&holder) => {
             eprintln!("note: taking over the lock of run {run_id} from {holder}, which is no longer running");
@@ -104,7 +104,7 @@ fn on_interrupt(cancel: CancellationToken) {
 }
 
 /// Run (or resume) a workflow with its state in `store`; the exit code.
-pub fn drive(store: &Store, s: Session, concurrency: Option<usize>, mode: Option<OutputMode>, resume: bool) -> u8 {
+pub fn drive(store: &SharedStore, s: Session, concurrency: Option<usize>, mode: Option<OutputMode>, resume: bool) -> u8 {
     let (mode, events) = sink(mode);
     let masker = Masker::new(s.secrets.values().filter_map(Value::as_str));
     let rt = match runtime() {
@@ -208,7 +208,7 @@ pub fn drive(store: &Store, s: Session, concurrency: Option<usize>, mode: Option
     code
 }
 
-fn find(store: &Store, run: &str) -> Result<RunRecord, u8> {
+fn find(store: &SharedStore, run: &str) -> Result<RunRecord, u8> {
     match store.find_run(run) {
         Ok(Some(r)) => Ok(r),
         Ok(None) => {
@@ -237,7 +237,7 @@ fn reload(registry: &Registry, rec: &RunRecord) -> Result<Arc<Workflow>, u8> {
 }
 
 /// A stored run, its workflow loaded again, and its secrets resolved again.
-fn prepare(registry: &Registry, store: &Store, run: &str) -> Result<(RunRecord, Arc<Workflow>, Map<String, Value>), u8> {
+fn prepare(registry: &Registry, store: &SharedStore, run: &str) -> Result<(RunRecord, Arc<Workflow>, Map<String, Value>), u8> {
     let rec = find(store, run)?;
     let wf = reload(registry, &rec)?;
     let secrets = secrets(&wf).map_err(|d| {
@@ -247,7 +247,7 @@ fn prepare(registry: &Registry, store: &Store, run: &str) -> Result<(RunRecord, 
     Ok((rec, wf, secrets))
 }
 
-pub fn resume(registry: &Registry, store: &Store, run: &str, concurrency: Option<usize>, mode: Option<OutputMode>) -> u8 {
+pub fn resume(registry: &Registry, store: &SharedStore, run: &str, concurrency: Option<usize>, mode: Option<OutputMode>) -> u8 {
     let (rec, wf, secrets) = match prepare(registry, store, run) {
         Ok(x) => x,
         Err(c) => return c,
@@ -260,7 +260,7 @@ pub fn resume(registry: &Registry, store: &Store, run: &str, concurrency: Option
     drive(store, Session { wf, run_id: rec.id, inputs, secrets }, concurrency, mode, true)
 }
 
-pub fn destroy(registry: &Registry, store: &Store, run: &str, mode: Option<OutputMode>) -> u8 {
+pub fn destroy(registry: &Registry, store: &SharedStore, run: &str, mode: Option<OutputMode>) -> u8 {
     let (rec, wf, secret_values) = match prepare(registry, store, run) {
         Ok(x) => x,
         Err(c) => return c,
@@ -318,7 +318,7 @@ fn when(ms: i64) -> String {
     }
 }
 
-pub fn runs(store: &Store, limit: usize) -> u8 {
+pub fn runs(store: &SharedStore, limit: usize) -> u8 {
     let runs = match store.list_runs(limit) {
         Ok(r) => r,
         Err(e) => return report(&e),
@@ -339,7 +339,7 @@ fn report(e: &StateError) -> u8 {
     2
 }
 
-pub fn show(store: &Store, run: &str, format: ShowFormat) -> u8 {
+pub fn show(store: &SharedStore, run: &str, format: ShowFormat) -> u8 {
     let rec = match find(store, run) {
         Ok(r) => r,
         Err(c) => return c,
@@ -397,7 +397,7 @@ pub fn show(store: &Store, run: &str, format: ShowFormat) -> u8 {
     0
 }
 
-pub fn logs(store: &Store, run: &str, step: Option<&str>, follow: bool) -> u8 {
+pub fn logs(store: &SharedStore, run: &str, step: Option<&str>, follow: bool) -> u8 {
     let rec = match find(store, run) {
         Ok(r) => r,
         Err(c) => return c,

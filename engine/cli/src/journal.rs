@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use engine_runtime::{Journal, Record, StepStatus};
-use engine_state::{LogRecord, StepRecord, Store, Write};
+use engine_state::{LogRecord, SharedStore, StepRecord, Write};
 use serde_json::Value;
 
 /// Milliseconds since the epoch.
@@ -16,13 +16,13 @@ pub fn now_ms() -> i64 {
 
 /// Journal of one run.
 pub struct StoreJournal {
-    store: Store,
+    store: SharedStore,
     run_id: String,
     started: Mutex<HashMap<(String, Option<usize>), i64>>,
 }
 
 impl StoreJournal {
-    pub fn new(store: Store, run_id: String) -> Self {
+    pub fn new(store: SharedStore, run_id: String) -> Self {
         Self { store, run_id, started: Mutex::new(HashMap::new()) }
     }
 }

@@ -36,6 +36,7 @@ use std::path::PathBuf;
 
 mod error;
 mod record;
+mod run_store;
 mod schema;
 mod store;
 mod writer;
@@ -43,6 +44,7 @@ mod writer;
 pub use error::StateError;
 pub use record::{LogRecord, RunRecord, StepRecord, Write};
 pub use schema::SCHEMA_VERSION;
+pub use run_store::{RunStore, SharedStore};
 pub use store::{Store, StoreStats};
 
 /// Where the state file lives by default: `$ENGINE_STATE` when set (a path;
