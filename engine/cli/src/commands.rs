@@ -186,17 +186,22 @@ pub(crate) fn new_run_id() -> String {
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{salt:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn run(registry: &Registry, state: Option<&Path>, file: &Path, pairs: &[String], inputs_file: Option<&Path>, concurrency: Option<usize>, mode: Option<OutputMode>) -> u8 {
-    let (wf, mut sources) = match load(registry, file) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let values = match inputs(&wf, &mut sources, pairs, inputs_file) {
-        Ok(v) => v,
+/// Load a workflow and resolve its inputs; what went wrong is printed, exit 2.
+fn load_with_inputs(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<&Path>) -> Result<(Arc<Workflow>, SourceMap, Map<String, Value>), u8> {
+    let (wf, mut sources) = load(registry, file)?;
+    match inputs(&wf, &mut sources, pairs, inputs_file) {
+        Ok(v) => Ok((wf, sources, v)),
         Err(d) => {
             diagnostics::print_all(&sources, &d);
-            return 2;
+            Err(2)
         }
+    }
+}
+
+fn run(registry: &Registry, state: Option<&Path>, file: &Path, pairs: &[String], inputs_file: Option<&Path>, concurrency: Option<usize>, mode: Option<OutputMode>) -> u8 {
+    let (wf, sources, values) = match load_with_inputs(registry, file, pairs, inputs_file) {
+        Ok(x) => x,
+        Err(c) => return c,
     };
     let secret_values = match secrets(&wf) {
         Ok(s) => s,
@@ -274,16 +279,9 @@ fn plan_value(eval: &Evaluator, v: &Value, ctx: &JValue, wf: &Workflow) -> Value
 }
 
 fn plan(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<&Path>) -> u8 {
-    let (wf, mut sources) = match load(registry, file) {
+    let (wf, _, values) = match load_with_inputs(registry, file, pairs, inputs_file) {
         Ok(x) => x,
         Err(c) => return c,
-    };
-    let values = match inputs(&wf, &mut sources, pairs, inputs_file) {
-        Ok(v) => v,
-        Err(d) => {
-            diagnostics::print_all(&sources, &d);
-            return 2;
-        }
     };
     let eval = Evaluator::new();
     let env: Map<String, Value> = std::env::vars().map(|(k, v)| (k, Value::String(v))).collect();
