@@ -379,19 +379,12 @@ fn subscripts_as_attributes(src: &str) -> String {
     let mut i = 0;
     let mut copied = 0;
     while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 1;
-            } else if c == q {
-                quote = None;
-            }
-            i += 1;
+        if let Some(next) = skip_quoted(b, i, &mut quote) {
+            i = next;
             continue;
         }
-        if c == b'"' || c == b'\'' {
-            quote = Some(c);
-        } else if c == b'[' && i > 0 && (is_ident(b[i - 1]) || matches!(b[i - 1], b']' | b')')) {
+        let c = b[i];
+        if c == b'[' && i > 0 && (is_ident(b[i - 1]) || matches!(b[i - 1], b']' | b')')) {
             if let Some((len, name)) = name_subscript(&b[i..]) {
                 out.push_str(&src[copied..i]);
                 out.push('.');
@@ -471,27 +464,37 @@ fn find_reference_in(text: &str, reference: &str, skip_strings: bool) -> Option<
 }
 
 /// Filters (`| name`) and function calls (`name(`) in an expression, found lexically.
+/// Steps over string literals in an expression: when `b[i]` opens a quoted string or
+/// is inside one, the index to go on from; `None` when `b[i]` is expression code.
+fn skip_quoted(b: &[u8], i: usize, quote: &mut Option<u8>) -> Option<usize> {
+    let c = b[i];
+    match *quote {
+        Some(_) if c == b'\\' => Some(i + 2),
+        Some(q) => {
+            if c == q {
+                *quote = None;
+            }
+            Some(i + 1)
+        }
+        None if c == b'"' || c == b'\'' => {
+            *quote = Some(c);
+            Some(i + 1)
+        }
+        None => None,
+    }
+}
+
 fn callables(src: &str) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     let b = src.as_bytes();
     let mut i = 0;
     let mut quote: Option<u8> = None;
     while i < b.len() {
+        if let Some(next) = skip_quoted(b, i, &mut quote) {
+            i = next;
+            continue;
+        }
         let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 1;
-            } else if c == q {
-                quote = None;
-            }
-            i += 1;
-            continue;
-        }
-        if c == b'"' || c == b'\'' {
-            quote = Some(c);
-            i += 1;
-            continue;
-        }
         if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
