@@ -284,6 +284,7 @@ fn execute(wf: Arc<Workflow>, inputs: Map<String, Value>, prefix: String, shared
         let mut queue: VecDeque<Instance> = VecDeque::new();
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
         let mut running = 0usize;
+        let mut step_ctx_cache: HashMap<usize, JValue> = HashMap::new();
         let mut cancelled_seen = false;
 
         loop {
@@ -384,7 +385,13 @@ fn execute(wf: Arc<Workflow>, inputs: Map<String, Value>, prefix: String, shared
                 if states[inst.step].status == StepStatus::Pending {
                     states[inst.step].status = StepStatus::Running;
                 }
-                let ctx = instance_context(&wf, step, &states, &base, &inst, &shared);
+                // A step's context is built once (its dependencies are over and stay so);
+                // each element only adds `item` and `index` on top.
+                let step_ctx = step_ctx_cache.entry(inst.step).or_insert_with(|| JValue::from_serialize(step_context(&wf, step, &states, &base))).clone();
+                let ctx = match inst.index {
+                    Some(i) => minijinja::context! { item => JValue::from_serialize(&inst.item), index => i, ..step_ctx },
+                    None => step_ctx,
+                };
                 running += 1;
                 let reuse = shared.opts.prior.get(&instance_key(&name(inst.step), inst.index)).cloned();
                 let job = Job { wf: wf.clone(), step: inst.step, index: inst.index, item: inst.item, ctx, shared: shared.clone(), cancel: cancel.child_token(), prefix: prefix.clone(), reuse };
@@ -587,15 +594,6 @@ fn outputs_context(wf: &Workflow, states: &[StepState], base: &Map<String, Value
     let mut ctx = base.clone();
     let steps: Map<String, Value> = wf.steps.iter().zip(states).map(|(p, s)| (p.id.clone(), step_entry(p, s))).collect();
     ctx.insert("steps".into(), Value::Object(steps));
-    JValue::from_serialize(&ctx)
-}
-
-fn instance_context(wf: &Workflow, step: &StepPlan, states: &[StepState], base: &Map<String, Value>, inst: &Instance, _shared: &Shared) -> JValue {
-    let mut ctx = step_context(wf, step, states, base);
-    if let Some(i) = inst.index {
-        ctx.insert("item".into(), inst.item.clone());
-        ctx.insert("index".into(), Value::from(i));
-    }
     JValue::from_serialize(&ctx)
 }
 
