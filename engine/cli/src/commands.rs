@@ -12,15 +12,11 @@ use engine_runtime::EventSink;
 use engine_spec::inputs::resolve_inputs;
 use engine_spec::yaml::LocMap;
 use engine_spec::{Loader, Uses, Workflow};
-use minijinja_value::JValue;
+use engine_expr::JValue;
 use serde_json::{Map, Value};
 
 use crate::cli::{Cli, Command, DiagFormat, GraphFormat, OutputMode};
 use crate::{diagnostics, durable, output, registry};
-
-mod minijinja_value {
-    pub use engine_expr::JValue;
-}
 
 /// Run a command; the exit code.
 pub fn dispatch(cli: Cli) -> u8 {
@@ -42,9 +38,7 @@ pub fn dispatch(cli: Cli) -> u8 {
             0
         }
         Command::Explain { code } => match explain(&code) {
-            Some((c, title, body)) => {
-                let _ = c;
-                let _ = title;
+            Some((_, _, body)) => {
                 print!("{body}");
                 0
             }
@@ -257,7 +251,6 @@ fn plan_value(eval: &Evaluator, v: &Value, ctx: &JValue, wf: &Workflow) -> Value
                             _ => {}
                         }
                     }
-                    let _ = &after;
                 }
             }
             if !after.is_empty() {

@@ -705,9 +705,7 @@ impl Job {
                     error: self.shared.mask(&last.message),
                 });
             }
-            let (res, n) = self.with_retries(&uses, with, &mut total).await;
-            let _ = n;
-            match res {
+            match self.with_retries(&uses, with, &mut total).await {
                 Ok(mut v) => {
                     if !plan.fallback.is_empty() {
                         if let Value::Object(o) = &mut v {
@@ -723,7 +721,7 @@ impl Job {
         (Err(last), total)
     }
 
-    async fn with_retries(&self, uses: &Uses, with: &Value, total: &mut u32) -> (Result<Value, ConnectorError>, u32) {
+    async fn with_retries(&self, uses: &Uses, with: &Value, total: &mut u32) -> Result<Value, ConnectorError> {
         let plan = self.plan();
         let policy = &plan.retry;
         let mut attempt = 0;
@@ -734,14 +732,14 @@ impl Job {
             self.shared.emit(self.event(StepStatus::Running, *total, None, None));
             let result = self.once(uses, with, *total).await;
             let e = match result {
-                Ok(v) => return (Ok(v), attempt),
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
             if self.cancel.is_cancelled() {
-                return (Err(ConnectorError::cancelled(format!("cancelled: {}", e.message))), attempt);
+                return Err(ConnectorError::cancelled(format!("cancelled: {}", e.message)));
             }
             if attempt >= policy.attempts || !policy.on.matches(e.kind) {
-                return (Err(e), attempt);
+                return Err(e);
             }
             let mut delay = e.retry_after.unwrap_or_else(|| policy.delay_before(attempt + 1));
             if policy.jitter && e.retry_after.is_none() {
@@ -758,7 +756,7 @@ impl Job {
             });
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = self.cancel.cancelled() => return (Err(ConnectorError::cancelled("cancelled while waiting to retry")), attempt),
+                () = self.cancel.cancelled() => return Err(ConnectorError::cancelled("cancelled while waiting to retry")),
             }
         }
     }

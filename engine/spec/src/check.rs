@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use engine_connector::{DynAction, Registry};
 use engine_core::diagnostics::code;
-use engine_core::{Diagnostic, FileId, SourceMap, Span};
+use engine_core::{Diagnostic, SourceMap, Span};
 use engine_expr::{is_template, scan, Evaluator, Part};
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -70,7 +70,6 @@ struct Scope<'a> {
 }
 
 struct FileCx<'a> {
-    file: FileId,
     locs: &'a LocMap,
     step_ids: &'a [String],
     step_set: &'a HashSet<&'a str>,
@@ -299,7 +298,7 @@ impl<'r> Loader<'r> {
         }
 
         let step_set: HashSet<&str> = step_ids.iter().map(String::as_str).collect();
-        let cx = FileCx { file, locs: &locs, step_ids: &step_ids, step_set: &step_set, fan_out: &fan_out, outputs: &outputs, inputs: &raw.inputs, secrets: &raw.secrets };
+        let cx = FileCx { locs: &locs, step_ids: &step_ids, step_set: &step_set, fan_out: &fan_out, outputs: &outputs, inputs: &raw.inputs, secrets: &raw.secrets };
 
         // Connector settings: inputs, secrets and env only.
         let mut connectors = IndexMap::new();
@@ -722,8 +721,11 @@ impl<'r> Loader<'r> {
                 }
                 match scan(s) {
                     Err(e) => {
-                        let span = self.find_in(vspan, "${{", 0).unwrap_or(vspan);
-                        let _ = e.offset;
+                        // The n-th `${{` of the value is the n-th of its raw text (quoting
+                        // changes offsets, not the order of the delimiters).
+                        let nth = s[..e.offset].matches("${{").count();
+                        let raw = self.sources.snippet(vspan);
+                        let span = raw.match_indices("${{").nth(nth).map_or(vspan, |(at, _)| vspan.sub(at, 3));
                         self.err(Diagnostic::error(code::EXPR_SYNTAX, e.message, span));
                     }
                     Ok(parts) => {
@@ -773,7 +775,6 @@ impl<'r> Loader<'r> {
 
     #[allow(clippy::too_many_lines)]
     fn check_expr(&mut self, src: &str, span: Span, cx: &FileCx<'_>, scope: Scope<'_>, refs: &mut Vec<(String, Span)>) {
-        let _ = cx.file;
         if let Err(e) = self.eval.check(src) {
             let at = match &e.range {
                 Some(r) if r.end <= src.len() && span.len() == src.len() => span.sub(r.start, (r.end - r.start).max(1)),
