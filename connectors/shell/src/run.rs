@@ -97,13 +97,6 @@ async fn pump<R: AsyncRead + Unpin>(r: R, stream: LogStream, cx: &StepContext) -
     out
 }
 
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        // The child leads its own process group: kill all of it.
-        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).stderr(Stdio::null()).status();
-    }
-}
-
 #[async_trait]
 impl Action for ShellRun {
     const ID: &'static str = "shell.run";
@@ -172,7 +165,10 @@ impl Action for ShellRun {
         struct Guard(Option<u32>);
         impl Drop for Guard {
             fn drop(&mut self) {
-                kill_group(self.0.take());
+                if let Some(pid) = self.0.take() {
+                    // The child leads its own process group: kill all of it.
+                    engine_connector::signal_process_group(pid, "KILL");
+                }
             }
         }
         let mut guard = Guard(pid);

@@ -109,10 +109,7 @@ impl Harness {
         let rec = self.recorded();
         let mut out: Vec<ResourceRecord> = Vec::new();
         for r in &rec.records {
-            match out.iter_mut().find(|x| x.kind == r.kind && x.key == r.key) {
-                Some(x) => *x = r.clone(),
-                None => out.push(r.clone()),
-            }
+            engine_core::resource::upsert(&mut out, r.clone());
         }
         out.retain(|r| r.state == ResourceState::Created);
         out

@@ -163,3 +163,13 @@ impl<A: Action> DynAction for A {
         }
     }
 }
+
+/// Send `signal` (`KILL`, `TERM`) to the whole process group led by `pid`: connectors
+/// start child processes as group leaders so that a timeout or a cancellation ends
+/// everything they started. Best effort: a group already gone is fine.
+pub fn signal_process_group(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pid}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+}

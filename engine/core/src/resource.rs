@@ -24,6 +24,15 @@ pub enum ResourceState {
     Deleted,
 }
 
+/// Put `rec` in `list`: the latest record of a resource (same kind and key) replaces
+/// the earlier one in place, so the list keeps creation order.
+pub fn upsert(list: &mut Vec<ResourceRecord>, rec: ResourceRecord) {
+    match list.iter_mut().find(|x| x.kind == rec.kind && x.key == rec.key) {
+        Some(x) => *x = rec,
+        None => list.push(rec),
+    }
+}
+
 /// One thing a run created (or may have created).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceRecord {

@@ -120,7 +120,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         // A request abandoned (timeout, cancellation, error) ends the plugin's whole group.
         if let Some(pid) = self.pid.take() {
-            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).stderr(Stdio::null()).status();
+            engine_connector::signal_process_group(pid, "KILL");
         }
     }
 }
@@ -362,7 +362,7 @@ impl PluginAction {
             r = work => r,
             () = cx.cancelled() => {
                 if let Some(pid) = s.pid {
-                    let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).stderr(Stdio::null()).status();
+                    engine_connector::signal_process_group(pid, "TERM");
                     let _ = tokio::time::timeout(Duration::from_secs(2), s.child.wait()).await;
                 }
                 return Err(ConnectorError::cancelled(format!("{} cancelled", s.who)));

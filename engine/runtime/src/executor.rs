@@ -138,11 +138,7 @@ impl Shared {
     /// Record a resource durably, then in the run's own list.
     async fn record_resource(&self, record: &ResourceRecord) -> Result<(), ConnectorError> {
         self.journal(Record::Resource(record)).await?;
-        let mut r = self.resources.lock().expect("resource lock");
-        match r.iter_mut().find(|x| x.key == record.key && x.kind == record.kind) {
-            Some(x) => *x = record.clone(),
-            None => r.push(record.clone()),
-        }
+        engine_core::resource::upsert(&mut self.resources.lock().expect("resource lock"), record.clone());
         Ok(())
     }
 
@@ -197,10 +193,7 @@ pub async fn run(workflow: Arc<Workflow>, opts: RunOptions) -> RunResult {
     // Every resource of the run: earlier attempts' records, updated by this one's.
     let mut resources = shared.opts.prior_resources.clone();
     for r in shared.resources.lock().expect("resource lock").iter() {
-        match resources.iter_mut().find(|x| x.kind == r.kind && x.key == r.key) {
-            Some(x) => *x = r.clone(),
-            None => resources.push(r.clone()),
-        }
+        engine_core::resource::upsert(&mut resources, r.clone());
     }
     result.resources = resources;
     if result.status != RunStatus::Succeeded && workflow.on_failure == engine_spec::model::OnFailure::Cleanup && !result.resources.is_empty() {
