@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use engine_connector::{CancellationToken, Registry};
 use engine_core::Masker;
-use engine_runtime::{RunOptions, RunStatus};
+use engine_runtime::{EventSink, RunOptions, RunStatus};
 use engine_spec::Workflow;
 use engine_state::{RunRecord, SharedStore, StateError, Store, Write};
 use serde_json::{json, Map, Value};
@@ -103,10 +103,29 @@ fn on_interrupt(cancel: CancellationToken) {
     }
 }
 
+/// The options of a run (or a destroy) of `run_id`: recorded in `store`, secrets
+/// masked, Ctrl-C wired to its cancellation (call inside the runtime).
+fn options(store: &SharedStore, run_id: &str, inputs: Map<String, Value>, secrets: Map<String, Value>, events: Arc<dyn EventSink>) -> RunOptions {
+    let cancel = CancellationToken::new();
+    on_interrupt(cancel.clone());
+    RunOptions {
+        run_id: run_id.to_string(),
+        masker: Masker::new(secrets.values().filter_map(Value::as_str)),
+        inputs,
+        secrets,
+        env: env_map(),
+        concurrency: None,
+        cancel,
+        events,
+        journal: Some(Arc::new(StoreJournal::new(store.clone(), run_id.to_string()))),
+        prior: Arc::default(),
+        prior_resources: Vec::new(),
+    }
+}
+
 /// Run (or resume) a workflow with its state in `store`; the exit code.
 pub fn drive(store: &SharedStore, s: Session, concurrency: Option<usize>, mode: Option<OutputMode>, resume: bool) -> u8 {
     let (mode, events) = sink(mode);
-    let masker = Masker::new(s.secrets.values().filter_map(Value::as_str));
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(c) => return c,
@@ -161,21 +180,11 @@ pub fn drive(store: &SharedStore, s: Session, concurrency: Option<usize>, mode: 
                 }
             })
         };
-        let cancel = CancellationToken::new();
-        on_interrupt(cancel.clone());
-        let opts = RunOptions {
-            run_id: run_id.clone(),
-            inputs: s.inputs,
-            secrets: s.secrets,
-            env: env_map(),
-            concurrency,
-            cancel,
-            events,
-            masker: masker.clone(),
-            journal: Some(Arc::new(StoreJournal::new(store.clone(), run_id.clone()))),
-            prior: Arc::new(prior),
-            prior_resources,
-        };
+        let mut opts = options(&store, &run_id, s.inputs, s.secrets, events);
+        opts.concurrency = concurrency;
+        opts.prior = Arc::new(prior);
+        opts.prior_resources = prior_resources;
+        let masker = opts.masker.clone();
         let result = engine_runtime::run(s.wf.clone(), opts).await;
         let outputs = masker.mask_json(&result.outputs);
         let error = result.error.as_deref().map(|e| masker.mask(e));
@@ -279,22 +288,7 @@ pub fn destroy(registry: &Registry, store: &SharedStore, run: &str, mode: Option
         }
         let resources: Vec<_> = store.resources(&rec.id).unwrap_or_default().into_iter().map(|(_, r)| r).collect();
         let outputs = finished_outputs(&store.steps(&rec.id).unwrap_or_default());
-        let masker = Masker::new(secret_values.values().filter_map(Value::as_str));
-        let cancel = CancellationToken::new();
-        on_interrupt(cancel.clone());
-        let opts = RunOptions {
-            run_id: rec.id.clone(),
-            inputs: rec.inputs.as_object().cloned().unwrap_or_default(),
-            secrets: secret_values,
-            env: env_map(),
-            concurrency: None,
-            cancel,
-            events,
-            masker,
-            journal: Some(Arc::new(StoreJournal::new(store.clone(), rec.id.clone()))),
-            prior: Arc::default(),
-            prior_resources: Vec::new(),
-        };
+        let opts = options(&store, &rec.id, rec.inputs.as_object().cloned().unwrap_or_default(), secret_values, events);
         let d = engine_runtime::destroy(wf, resources, opts, Arc::new(outputs)).await;
         let _ = store.release_lock(&rec.id, &owner).await;
         println!("run {}: {} undone, {} kept, {} failed", rec.id, d.undone, d.kept, d.failed.len());
