@@ -761,20 +761,9 @@ impl Job {
             match uses {
                 Uses::Action(a) => {
                     self.check_input(a, &input)?;
-                    let mut cx = StepContext::new(
-                        self.shared.opts.run_id.clone(),
-                        StepRef { step: self.name(), index: self.index },
-                        self.cancel.clone(),
-                        Arc::new(Sink { shared: self.shared.clone() }),
-                    );
-                    cx.attempt = attempt;
-                    cx.run_name.clone_from(&self.wf.name);
-                    cx.workflow_dir = self.wf.dir.clone();
-                    cx.masker = self.shared.opts.masker.clone();
-                    let connector = a.id().split('.').next().unwrap_or_default();
-                    if let Some(settings) = self.wf.connectors.get(connector) {
-                        cx.settings = self.shared.eval.render(settings, &self.ctx).map_err(|e| ConnectorError::invalid(format!("in `connectors.{connector}`: {e}")))?;
-                    }
+                    let step = StepRef { step: self.name(), index: self.index };
+                    let sink = Arc::new(Sink { shared: self.shared.clone() });
+                    let cx = action_context(&self.wf, &self.shared.opts, &self.shared.eval, a.as_ref(), step, attempt, self.cancel.clone(), sink, &self.ctx)?;
                     a.run_value(input, &cx).await
                 }
                 Uses::Workflow(sub) => self.sub_workflow(sub, input).await,
@@ -832,6 +821,32 @@ impl Job {
             RunStatus::Failed => Err(ConnectorError::new(ErrorKind::Invalid, r.error.unwrap_or_else(|| "sub-workflow failed".into()))),
         }
     }
+}
+
+/// The context an action runs (or undoes) in: run id and name, step, attempt, the
+/// workflow's directory, the masker, and its connector's settings rendered in `ctx`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn action_context(
+    wf: &Workflow,
+    opts: &RunOptions,
+    eval: &Evaluator,
+    action: &dyn DynAction,
+    step: StepRef,
+    attempt: u32,
+    cancel: CancellationToken,
+    sink: Arc<dyn StepSink>,
+    ctx: &JValue,
+) -> Result<StepContext, ConnectorError> {
+    let mut cx = StepContext::new(opts.run_id.clone(), step, cancel, sink);
+    cx.attempt = attempt;
+    cx.run_name.clone_from(&wf.name);
+    cx.workflow_dir = wf.dir.clone();
+    cx.masker = opts.masker.clone();
+    let connector = action.id().split('.').next().unwrap_or_default();
+    if let Some(settings) = wf.connectors.get(connector) {
+        cx.settings = eval.render(settings, ctx).map_err(|e| ConnectorError::invalid(format!("in `connectors.{connector}`: {e}")))?;
+    }
+    Ok(cx)
 }
 
 fn humanize(d: Duration) -> String {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine_connector::{ConnectorError, DynAction, StepContext};
+use engine_connector::{ConnectorError, DynAction};
 use engine_core::{ErrorKind, ResourceRecord, ResourceState, StepRef};
 use engine_expr::Evaluator;
 use engine_spec::{CleanupPlan, StepPlan, Uses, Workflow};
@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
 use crate::event::Event;
-use crate::executor::{Record, RunOptions};
+use crate::executor::{action_context, Record, RunOptions};
 
 /// What `destroy` did.
 #[derive(Debug, Default)]
@@ -114,13 +114,15 @@ async fn undo_one(wf: &Workflow, opts: &RunOptions, outputs: &Map<String, Value>
         emit(opts, r, "failed", Some(e.clone()));
         return Err(e);
     };
+    // Inputs, secrets, env, the run's step outputs, and `item`/`index`: for a cleanup
+    // step's `with` and for the connector's settings alike.
+    let ctx = cleanup_context(wf, opts, outputs, r);
     let (action, input): (Arc<dyn DynAction>, Option<Value>) = match (&plan.cleanup, r.kind.as_str()) {
         (CleanupPlan::Never, _) => {
             emit(opts, r, "kept", Some("cleanup: never".into()));
             return Ok(false);
         }
         (CleanupPlan::Step { action, with }, "cleanup") => {
-            let ctx = cleanup_context(wf, opts, outputs, r);
             match eval.render(with, &ctx) {
                 Ok(v) => (action.clone(), Some(v)),
                 Err(e) => {
@@ -154,18 +156,13 @@ async fn undo_one(wf: &Workflow, opts: &RunOptions, outputs: &Map<String, Value>
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut cx = StepContext::new(opts.run_id.clone(), StepRef { step: r.step.step.clone(), index: r.step.index }, opts.cancel.child_token(), Arc::new(engine_connector::NullSink));
-        cx.attempt = attempt;
-        cx.workflow_dir = wf.dir.clone();
-        cx.masker = opts.masker.clone();
-        let connector = action.id().split('.').next().unwrap_or_default();
-        if let Some(settings) = wf.connectors.get(connector) {
-            let base = JValue::from_serialize(json!({"inputs": opts.inputs, "secrets": opts.secrets, "env": opts.env}));
-            cx.settings = eval.render(settings, &base).unwrap_or(Value::Null);
-        }
-        let res: Result<(), ConnectorError> = match &input {
-            Some(v) => action.run_value(v.clone(), &cx).await.map(|_| ()),
-            None => action.undo_value(r, &cx).await,
+        let step = StepRef { step: r.step.step.clone(), index: r.step.index };
+        let res: Result<(), ConnectorError> = match action_context(wf, opts, eval, action.as_ref(), step, attempt, opts.cancel.child_token(), Arc::new(engine_connector::NullSink), &ctx) {
+            Err(e) => Err(e),
+            Ok(cx) => match &input {
+                Some(v) => action.run_value(v.clone(), &cx).await.map(|_| ()),
+                None => action.undo_value(r, &cx).await,
+            },
         };
         match res {
             Ok(()) => break,
