@@ -120,6 +120,7 @@ fn options(store: &SharedStore, run_id: &str, inputs: Map<String, Value>, secret
         journal: Some(Arc::new(StoreJournal::new(store.clone(), run_id.to_string()))),
         prior: Arc::default(),
         prior_resources: Vec::new(),
+        prior_pins: HashMap::new(),
     }
 }
 
@@ -184,6 +185,9 @@ pub fn drive(store: &SharedStore, s: Session, concurrency: Option<usize>, mode: 
         opts.concurrency = concurrency;
         opts.prior = Arc::new(prior);
         opts.prior_resources = prior_resources;
+        if resume {
+            opts.prior_pins = store.pins(&run_id).unwrap_or_default().into_iter().collect();
+        }
         let masker = opts.masker.clone();
         let result = engine_runtime::run(s.wf.clone(), opts).await;
         let outputs = masker.mask_json(&result.outputs);

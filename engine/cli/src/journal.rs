@@ -58,6 +58,7 @@ impl Journal for StoreJournal {
                 }
             }
             Record::Resource(r) => Write::Resource { run_id: self.run_id.clone(), rec: r.clone() },
+            Record::Pin { key, value } => Write::Pin { run_id: self.run_id.clone(), key: key.to_string(), value: value.to_string() },
         };
         self.store.write(w).await.map_err(|e| e.to_string())
     }

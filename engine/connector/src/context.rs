@@ -42,6 +42,16 @@ pub trait StepSink: Send + Sync {
     /// # Errors
     /// When the record cannot be stored; the action must then not go on.
     async fn record(&self, record: &ResourceRecord) -> Result<(), ConnectorError>;
+    /// Trust on first use, run-wide: the value pinned under `key` in this run (by any step,
+    /// before a crash and resume too), or, when none is, pin `value` durably and return it.
+    ///
+    /// The default keeps nothing: every call returns `value`.
+    ///
+    /// # Errors
+    /// When a new pin cannot be stored.
+    async fn pin(&self, _key: &str, value: &str) -> Result<String, ConnectorError> {
+        Ok(value.to_string())
+    }
 }
 
 /// A sink that drops everything (for tests and `plan`).
@@ -163,6 +173,17 @@ impl StepContext {
     /// When it cannot be stored.
     pub async fn record(&self, rec: &ResourceRecord) -> Result<(), ConnectorError> {
         self.sink.record(rec).await
+    }
+
+    /// Trust on first use, run-wide (an SSH host key the run first saw): returns the value
+    /// already pinned under `key` in this run, or pins `value` and returns it. The pin is
+    /// stored in the run state, so a resumed run keeps it. Compare the result with `value`:
+    /// a difference means the peer changed.
+    ///
+    /// # Errors
+    /// When a new pin cannot be stored.
+    pub async fn pin(&self, key: &str, value: &str) -> Result<String, ConnectorError> {
+        self.sink.pin(key, value).await
     }
 
     /// Whether the step is being cancelled.

@@ -36,6 +36,9 @@ pub struct FakeInput {
     /// Create a `fake.thing` resource.
     #[serde(default)]
     pub create: bool,
+    /// Pin `[key, value]` for the run; the value the run holds is returned as `pinned`.
+    #[serde(default)]
+    pub pin: Option<(String, String)>,
 }
 
 /// Output of `fake.run`.
@@ -45,6 +48,8 @@ pub struct FakeOutput {
     pub value: Value,
     /// Which attempt succeeded.
     pub attempt: u32,
+    /// The value pinned under the input's `pin` key.
+    pub pinned: Option<String>,
 }
 
 /// What the fake saw, shared with the test.
@@ -126,7 +131,11 @@ impl Action for FakeRun {
                 let rec = cx.intend("fake.thing", &cx.idempotency_key()).await?;
                 cx.confirm(rec, format!("thing-{key}"), serde_json::json!({"key": key})).await?;
             }
-            Ok(FakeOutput { value: input.value, attempt })
+            let pinned = match &input.pin {
+                Some((k, v)) => Some(cx.pin(k, v).await?),
+                None => None,
+            };
+            Ok(FakeOutput { value: input.value, attempt, pinned })
         }
         .await;
         let mut log = self.log.lock().unwrap();

@@ -31,6 +31,9 @@ pub struct Recorded {
     pub logs: Vec<(LogStream, String)>,
     /// `(stage, percent)`.
     pub progress: Vec<(String, Option<u8>)>,
+    /// Values pinned with [`StepContext::pin`](crate::StepContext::pin), by key; shared by
+    /// every call through this harness, as the run's pins are by its steps.
+    pub pins: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -47,6 +50,9 @@ impl StepSink for Sink {
     async fn record(&self, record: &ResourceRecord) -> Result<(), ConnectorError> {
         self.0.lock().expect("harness lock").records.push(record.clone());
         Ok(())
+    }
+    async fn pin(&self, key: &str, value: &str) -> Result<String, ConnectorError> {
+        Ok(self.0.lock().expect("harness lock").pins.entry(key.to_string()).or_insert_with(|| value.to_string()).clone())
     }
 }
 

@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub prior: Arc<HashMap<String, Value>>,
     /// Resources recorded by earlier attempts of this run (for `on_failure: cleanup`).
     pub prior_resources: Vec<ResourceRecord>,
+    /// Values pinned by earlier attempts of this run (an SSH host key first seen), by key.
+    pub prior_pins: HashMap<String, String>,
 }
 
 /// A state change to record durably.
@@ -67,6 +69,13 @@ pub enum Record<'a> {
     },
     /// A resource was intended, created or deleted.
     Resource(&'a ResourceRecord),
+    /// A value trusted on first use was pinned for the run.
+    Pin {
+        /// What is pinned (`ssh-host-key:HOST:PORT`).
+        key: &'a str,
+        /// The value first seen.
+        value: &'a str,
+    },
 }
 
 /// Durable storage of a run's state changes.
@@ -123,6 +132,8 @@ struct Shared {
     eval: Evaluator,
     validators: Mutex<HashMap<&'static str, Arc<jsonschema::Validator>>>,
     resources: Mutex<Vec<ResourceRecord>>,
+    /// The run's pins; held across the journal write so two steps pinning one key agree.
+    pins: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -181,11 +192,21 @@ impl StepSink for Sink {
     async fn record(&self, record: &ResourceRecord) -> Result<(), ConnectorError> {
         self.shared.record_resource(record).await
     }
+    async fn pin(&self, key: &str, value: &str) -> Result<String, ConnectorError> {
+        let mut pins = self.shared.pins.lock().await;
+        if let Some(v) = pins.get(key) {
+            return Ok(v.clone());
+        }
+        self.shared.journal(Record::Pin { key, value }).await?;
+        pins.insert(key.to_string(), value.to_string());
+        Ok(value.to_string())
+    }
 }
 
 /// Run a workflow to its end.
 pub async fn run(workflow: Arc<Workflow>, opts: RunOptions) -> RunResult {
-    let shared = Arc::new(Shared { opts, eval: Evaluator::new(), validators: Mutex::new(HashMap::new()), resources: Mutex::new(Vec::new()) });
+    let pins = tokio::sync::Mutex::new(opts.prior_pins.clone());
+    let shared = Arc::new(Shared { opts, eval: Evaluator::new(), validators: Mutex::new(HashMap::new()), resources: Mutex::new(Vec::new()), pins });
     let run_id = shared.opts.run_id.clone();
     shared.emit(Event::RunStarted { run_id: run_id.clone(), workflow: workflow.name.clone(), file: workflow.path.display().to_string() });
     let inputs = shared.opts.inputs.clone();

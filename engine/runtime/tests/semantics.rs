@@ -48,6 +48,7 @@ async fn run_with(yaml: &str, secrets: Map<String, Value>, cancel: CancellationT
         journal: None,
         prior: Arc::default(),
         prior_resources: Vec::new(),
+        prior_pins: std::collections::HashMap::new(),
     };
     if let Some(after) = cancel_after {
         tokio::spawn(async move {
@@ -366,4 +367,32 @@ outputs:
     assert_eq!(h.result.status, RunStatus::Succeeded, "{:?}", h.result.error);
     assert_eq!(h.result.outputs["hosts"], json!(["host-a", "host-b"]));
     assert!(h.order().contains(&"start node[0]/make".to_string()), "{:?}", h.order());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_pin_of_a_run_wins_for_every_step() {
+    let h = run_yaml(
+        r#"
+version: 1
+name: pins
+steps:
+  first:
+    uses: fake.run
+    with: { pin: [host-key, SHA256:aaa] }
+  second:
+    needs: [first]
+    uses: fake.run
+    with: { pin: [host-key, SHA256:bbb] }
+  other:
+    needs: [first]
+    uses: fake.run
+    with: { pin: [another, SHA256:ccc] }
+"#,
+    )
+    .await;
+    assert_eq!(h.result.status, RunStatus::Succeeded);
+    let out = |s: &str| h.result.steps.iter().find(|(n, _)| n == s).unwrap().1.outputs["pinned"].clone();
+    assert_eq!(out("first"), json!("SHA256:aaa"));
+    assert_eq!(out("second"), json!("SHA256:aaa"), "a later step sees the run's first pin");
+    assert_eq!(out("other"), json!("SHA256:ccc"));
 }

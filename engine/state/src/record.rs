@@ -98,6 +98,16 @@ pub enum Write {
         /// The resource.
         rec: ResourceRecord,
     },
+    /// Pin `value` under `key` for the run unless a value is pinned there already (the
+    /// first writer wins; read the pin back with `pins`).
+    Pin {
+        /// Run id.
+        run_id: String,
+        /// What is pinned (`ssh-host-key:HOST:PORT`).
+        key: String,
+        /// The value first seen.
+        value: String,
+    },
     /// Append log lines (`seq` is assigned by the store).
     Logs {
         /// Run id.

@@ -36,6 +36,8 @@ pub trait RunStore: Send + Sync {
     fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StateError>;
     /// A run's resources, in creation order.
     fn resources(&self, run_id: &str) -> Result<Vec<(i64, ResourceRecord)>, StateError>;
+    /// A run's pins (values trusted on first use), by key.
+    fn pins(&self, run_id: &str) -> Result<Vec<(String, String)>, StateError>;
     /// A run's log lines after `after_seq`.
     fn logs(&self, run_id: &str, step: Option<&str>, after_seq: i64, limit: usize) -> Result<Vec<LogRecord>, StateError>;
 }
@@ -71,6 +73,9 @@ impl RunStore for Store {
     }
     fn resources(&self, run_id: &str) -> Result<Vec<(i64, ResourceRecord)>, StateError> {
         Store::resources(self, run_id)
+    }
+    fn pins(&self, run_id: &str) -> Result<Vec<(String, String)>, StateError> {
+        Store::pins(self, run_id)
     }
     fn logs(&self, run_id: &str, step: Option<&str>, after_seq: i64, limit: usize) -> Result<Vec<LogRecord>, StateError> {
         Store::logs(self, run_id, step, after_seq, limit)

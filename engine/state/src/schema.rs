@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::StateError;
 
 /// The schema version this build writes and understands (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for another process's lock before failing.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,6 +74,17 @@ CREATE TABLE logs (
     ts_ms  INTEGER NOT NULL
 );
 CREATE INDEX logs_run ON logs (run_id, seq);
+";
+
+/// Version 2 adds the run's pins: values trusted on first use (an SSH host key), first
+/// writer wins.
+const SCHEMA_V2: &str = "
+CREATE TABLE pins (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
 ";
 
 /// Create the parent directories (0700) and, when missing, the file itself (0600),
@@ -151,9 +162,14 @@ pub(crate) fn init_writer(conn: &mut Connection, label: &str, on_disk: bool) -> 
         check_version(version, tables, label)?;
         if version == 0 {
             tx.execute_batch(SCHEMA_V1).map_err(|e| StateError::sqlite("create the schema", label, e))?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| StateError::sqlite("set the schema version", label, e))?;
         }
         // Later versions migrate here, one step at a time.
+        if version < 2 {
+            tx.execute_batch(SCHEMA_V2).map_err(|e| StateError::sqlite("migrate the schema to version 2", label, e))?;
+        }
+        if version < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| StateError::sqlite("set the schema version", label, e))?;
+        }
         tx.commit().map_err(|e| StateError::sqlite("commit the schema", label, e))?;
     }
     Ok(())

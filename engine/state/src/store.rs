@@ -354,6 +354,17 @@ impl Store {
         )
     }
 
+    /// A run's pins (`key`, `value`), by key.
+    ///
+    /// # Errors
+    /// When the read fails.
+    pub fn pins(&self, run_id: &str) -> Result<Vec<(String, String)>, StateError> {
+        self.read(
+            || format!("read pins of run {run_id}"),
+            |c| c.prepare_cached("SELECT key, value FROM pins WHERE run_id = ?1 ORDER BY key")?.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect(),
+        )
+    }
+
     /// Up to `limit` log lines of the run with `seq > after_seq`, oldest first.
     /// With `step`, only that step's lines, and those of its children
     /// (`step/child`) when it is a sub-workflow step. Page with the last `seq` seen.

@@ -486,13 +486,13 @@ fn newer_schema_in_an_uncheckpointed_wal_is_not_checkpointed() {
     // A newer engine was killed: its last commit is only in the WAL.
     let c = rusqlite::Connection::open(&path).unwrap();
     c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).unwrap();
-    c.pragma_update(None, "user_version", 2).unwrap();
+    c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     drop(c);
     let wal = dir.path().join("state.db-wal");
     assert!(std::fs::metadata(&wal).unwrap().len() > 0);
     let before = std::fs::read(&path).unwrap();
     let e = Store::open(&path).unwrap_err();
-    assert!(matches!(e, StateError::TooNew { found: 2, .. }), "{e:?}");
+    assert!(matches!(e, StateError::TooNew { found, .. } if found == SCHEMA_VERSION + 1), "{e:?}");
     assert_eq!(std::fs::read(&path).unwrap(), before, "the WAL was checkpointed into the file");
     assert!(std::fs::metadata(&wal).unwrap().len() > 0);
 }
@@ -547,4 +547,44 @@ fn error_messages_are_lowercase() {
         let m = e.to_string();
         assert!(m.starts_with(|c: char| c.is_lowercase()) && !m.ends_with('.'), "{m}");
     }
+}
+
+#[tokio::test]
+async fn the_first_pin_wins_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.write(Write::CreateRun(run("r1", 1))).await.unwrap();
+        let pin = |v: &str| Write::Pin { run_id: "r1".into(), key: "ssh-host-key:h:22".into(), value: v.into() };
+        s.write(pin("SHA256:first")).await.unwrap();
+        s.write(pin("SHA256:second")).await.unwrap();
+        assert_eq!(s.pins("r1").unwrap(), vec![("ssh-host-key:h:22".to_string(), "SHA256:first".to_string())]);
+        assert!(s.pins("r2").unwrap().is_empty());
+        // A pin for a run that does not exist is refused, like any other record of it.
+        assert!(s.write(Write::Pin { run_id: "ghost".into(), key: "k".into(), value: "v".into() }).await.is_err());
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.pins("r1").unwrap()[0].1, "SHA256:first");
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_migrated_with_its_runs_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.write(Write::CreateRun(run("r1", 1))).await.unwrap();
+    }
+    // Make it look like a file written by a version-1 engine.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("DROP TABLE pins; PRAGMA user_version = 1;").unwrap();
+    drop(c);
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.get_run("r1").unwrap().unwrap(), run("r1", 1));
+    s.write(Write::Pin { run_id: "r1".into(), key: "k".into(), value: "v".into() }).await.unwrap();
+    assert_eq!(s.pins("r1").unwrap().len(), 1);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
 }

@@ -186,6 +186,11 @@ fn apply(c: &Connection, label: &str, op: &Op, now: i64) -> Result<(), StateErro
         }
         Op::Write(Write::Resource { run_id, rec }) => upsert_resource(c, run_id, rec)
             .map_err(|e| err_for_run(format!("record resource {} {} of run {run_id}", rec.kind, rec.key), label, run_id, e)),
+        Op::Write(Write::Pin { run_id, key, value }) => c
+            .prepare_cached("INSERT INTO pins (run_id, key, value) VALUES (?1, ?2, ?3) ON CONFLICT (run_id, key) DO NOTHING")
+            .and_then(|mut s| s.execute(params![run_id, key, value]))
+            .map(drop)
+            .map_err(|e| err_for_run(format!("pin {key} for run {run_id}"), label, run_id, e)),
         Op::Write(Write::Logs { run_id, logs }) => {
             append_logs(c, run_id, logs).map_err(|e| err_for_run(format!("append logs of run {run_id}"), label, run_id, e))
         }
