@@ -96,7 +96,7 @@ pub struct SmiReport {
 }
 
 /// One `<gpu>` of the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GpuInfo {
     /// Position of the GPU in the report (0-based). With a full query this is the
     /// nvidia-smi index; with `-i` it is the position in the filtered output.
@@ -157,6 +157,52 @@ pub struct GpuInfo {
     pub ecc_mode_pending: Option<bool>,
     /// Processes using the GPU.
     pub processes: Vec<GpuProcess>,
+    /// ECC error counts (all `None` where ECC is not supported).
+    pub ecc_errors: EccErrors,
+    /// Retired memory pages (older boards; newer ones remap rows instead).
+    pub retired_pages: RetiredPages,
+    /// Remapped memory rows (Ampere and later data-centre boards).
+    pub remapped_rows: RemappedRows,
+    /// Whether the driver asks for a GPU reset (`gpu_reset_status/reset_required`).
+    pub reset_required: Option<bool>,
+}
+
+/// ECC error counts, summed over the memory kinds the report lists (`sram_*` and
+/// `dram_*` on newer drivers, `single_bit/total` and `double_bit/total` on older ones).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EccErrors {
+    /// Correctable errors since the driver was loaded.
+    pub volatile_correctable: Option<u64>,
+    /// Uncorrectable errors since the driver was loaded.
+    pub volatile_uncorrectable: Option<u64>,
+    /// Correctable errors over the board's lifetime.
+    pub aggregate_correctable: Option<u64>,
+    /// Uncorrectable errors over the board's lifetime.
+    pub aggregate_uncorrectable: Option<u64>,
+}
+
+/// Retired memory pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RetiredPages {
+    /// Pages retired for multiple single-bit errors.
+    pub single_bit: Option<u64>,
+    /// Pages retired for a double-bit error.
+    pub double_bit: Option<u64>,
+    /// Whether a retirement waits for the next driver reload.
+    pub pending: Option<bool>,
+}
+
+/// Remapped memory rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RemappedRows {
+    /// Rows remapped for correctable errors.
+    pub correctable: Option<u64>,
+    /// Rows remapped for uncorrectable errors.
+    pub uncorrectable: Option<u64>,
+    /// Whether a remapping waits for the next GPU reset.
+    pub pending: Option<bool>,
+    /// Whether a remapping failed (the board needs service).
+    pub failure: Option<bool>,
 }
 
 /// Memory usage in MiB.
@@ -437,6 +483,46 @@ fn parse_gpu(index: usize, gpu: Node<'_, '_>) -> GpuInfo {
         processes: find(gpu, &["processes"])
             .map(|list| elements(list, "process_info").map(parse_process).collect())
             .unwrap_or_default(),
+        ecc_errors: ecc_errors(gpu),
+        retired_pages: RetiredPages {
+            single_bit: number(gpu, &["retired_pages", "multiple_single_bit_retirement", "retired_count"], ""),
+            double_bit: number(gpu, &["retired_pages", "double_bit_retirement", "retired_count"], ""),
+            pending: flag(gpu, &["retired_pages", "pending_retirement"]),
+        },
+        remapped_rows: RemappedRows {
+            correctable: number(gpu, &["remapped_rows", "remapped_row_corr"], ""),
+            uncorrectable: number(gpu, &["remapped_rows", "remapped_row_unc"], ""),
+            pending: flag(gpu, &["remapped_rows", "remapped_row_pending"]),
+            failure: flag(gpu, &["remapped_rows", "remapped_row_failure"]),
+        },
+        reset_required: flag(gpu, &["gpu_reset_status", "reset_required"]),
+    }
+}
+
+/// ECC counts: the sum of the numbers present in `ecc_errors/{volatile,aggregate}`.
+/// Newer drivers list `sram_correctable`, `sram_uncorrectable` (or its `_parity` and
+/// `_secded` halves) and `dram_*`; older ones `single_bit/total` and `double_bit/total`.
+fn ecc_errors(gpu: Node<'_, '_>) -> EccErrors {
+    const CORRECTABLE: &[&[&str]] = &[&["sram_correctable"], &["dram_correctable"], &["single_bit", "total"]];
+    const UNCORRECTABLE: &[&[&str]] = &[
+        &["sram_uncorrectable"],
+        &["sram_uncorrectable_parity"],
+        &["sram_uncorrectable_secded"],
+        &["dram_uncorrectable"],
+        &["double_bit", "total"],
+    ];
+    let sum = |section: &str, names: &[&[&str]]| -> Option<u64> {
+        let node = find(gpu, &["ecc_errors", section])?;
+        names
+            .iter()
+            .filter_map(|path| number::<u64>(node, path, ""))
+            .fold(None, |acc, n| Some(acc.unwrap_or(0).saturating_add(n)))
+    };
+    EccErrors {
+        volatile_correctable: sum("volatile", CORRECTABLE),
+        volatile_uncorrectable: sum("volatile", UNCORRECTABLE),
+        aggregate_correctable: sum("aggregate", CORRECTABLE),
+        aggregate_uncorrectable: sum("aggregate", UNCORRECTABLE),
     }
 }
 
@@ -591,7 +677,7 @@ fn number<T: FromStr>(node: Node<'_, '_>, path: &[&str], unit: &str) -> Option<T
 // --- value normalisation ---------------------------------------------------------
 
 /// The trimmed text, or `None` for an empty text or a placeholder such as `N/A`.
-fn clean(raw: &str) -> Option<&str> {
+pub(crate) fn clean(raw: &str) -> Option<&str> {
     let value = raw.trim();
     if value.is_empty()
         || ABSENT
@@ -606,7 +692,7 @@ fn clean(raw: &str) -> Option<&str> {
 
 /// `Enabled`/`Disabled`, `Yes`/`No`, `Active`/`Not Active`, `On`/`Off`, `True`/`False`
 /// (any case) as a boolean; anything else is `None`.
-fn parse_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     const TRUE: &[&str] = &["enabled", "yes", "active", "on", "true"];
     const FALSE: &[&str] = &["disabled", "no", "not active", "off", "false"];
     let value = value.trim();
@@ -621,7 +707,7 @@ fn parse_bool(value: &str) -> Option<bool> {
 
 /// A number followed by `unit` (`"70.00 W"` with unit `W`); a bare number is
 /// accepted too. Another unit, or no number, is `None`.
-fn parse_unit<T: FromStr>(value: &str, unit: &str) -> Option<T> {
+pub(crate) fn parse_unit<T: FromStr>(value: &str, unit: &str) -> Option<T> {
     let value = clean(value)?;
     let number = if unit.is_empty() {
         value

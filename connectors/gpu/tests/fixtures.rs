@@ -1,15 +1,13 @@
 //! `parse_query_xml` against real `nvidia-smi -q -x` captures.
 //!
-//! The captures live in the shared folder beside the repository
-//! (`../shared/fixtures/nvidia-smi` from the repository root, from telegraf's test
-//! data, MIT licence) and are read in place, never copied. A missing folder or file
-//! fails the tests loudly.
+//! The captures live in `tests/data/nvidia-smi/` (from telegraf's test data, MIT
+//! licence; see the README there). A missing file fails the tests loudly.
 
 use std::path::PathBuf;
 
-use connector_gpu::smi::{parse_query_xml, GpuInfo, SmiReport};
+use connector_gpu::smi::{parse_query_xml, EccErrors, GpuInfo, RemappedRows, RetiredPages, SmiReport};
 
-/// Every capture the shared folder is expected to hold.
+/// Every capture the data folder is expected to hold.
 const FIXTURES: &[&str] = &[
     "a100-sxm4-v12.xml",
     "a10g.xml",
@@ -25,23 +23,9 @@ const FIXTURES: &[&str] = &[
     "tesla-t4.xml",
 ];
 
-/// The shared captures: `$ENGINE_SHARED_DIR`, else `../shared` beside the repository
-/// clone, else the workplace's `/work/shared`. None there fails the tests loudly.
+/// The crate's own copy of the captures.
 fn fixture_dir() -> PathBuf {
-    let candidates: Vec<PathBuf> = std::env::var_os("ENGINE_SHARED_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"), PathBuf::from("/work/shared")])
-        .map(|d| d.join("fixtures/nvidia-smi"))
-        .collect();
-    let found = candidates.iter().find(|d| d.is_dir());
-    assert!(
-        found.is_some(),
-        "nvidia-smi fixtures not found in any of {candidates:?}: the shared folder must sit beside the \
-         repository clone (`../shared` of the repository root), or ENGINE_SHARED_DIR must name it; \
-         these tests read the captures there and cannot run without them"
-    );
-    found.cloned().unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/nvidia-smi")
 }
 
 fn read(name: &str) -> String {
@@ -162,6 +146,8 @@ fn a100_sxm4_v12_mig() {
     assert_eq!(gpu.pcie.link_width_max, Some(16));
     assert_eq!(reasons(gpu), Vec::<&str>::new());
     assert_eq!(gpu.ecc_mode_current, Some(true));
+    assert_eq!(gpu.ecc_errors.aggregate_uncorrectable, Some(0));
+    assert_eq!(gpu.reset_required, Some(false));
     assert!(gpu.processes.is_empty());
 
     assert_eq!(gpu.mig.current, Some(true));
@@ -211,6 +197,10 @@ fn a10g_v11() {
     );
     assert_eq!(gpu.processes[0].used_memory_mib, Some(22));
     assert_eq!(gpu.processes[0].gpu_instance_id, None);
+    // ECC on, no errors; rows remapped instead of pages retired.
+    assert_eq!(gpu.ecc_errors, EccErrors { volatile_correctable: Some(0), volatile_uncorrectable: Some(0), aggregate_correctable: Some(0), aggregate_uncorrectable: Some(0) });
+    assert_eq!(gpu.retired_pages, RetiredPages { single_bit: None, double_bit: None, pending: None });
+    assert_eq!(gpu.remapped_rows, RemappedRows { correctable: Some(0), uncorrectable: Some(0), pending: Some(false), failure: Some(false) });
 }
 
 #[test]
@@ -272,6 +262,10 @@ fn quadro_p2000_v12_with_old_names() {
     assert_eq!(gpu.temperature.target_c, Some(83));
     assert_eq!(gpu.temperature.shutdown_c, Some(104));
     assert_eq!(gpu.temperature.max_operating_c, None);
+    // The older single_bit/double_bit layout, all N/A.
+    assert_eq!(gpu.ecc_errors, EccErrors::default());
+    assert_eq!(gpu.remapped_rows, RemappedRows::default());
+    assert_eq!(gpu.reset_required, None);
 }
 
 #[test]
@@ -441,4 +435,6 @@ fn tesla_t4_v11() {
     assert_eq!(gpu.processes[1].process_type.as_deref(), Some("C"));
     assert_eq!(gpu.processes[1].process_name.as_deref(), Some("python"));
     assert_eq!(gpu.processes[1].used_memory_mib, Some(1005));
+    assert_eq!(gpu.retired_pages, RetiredPages { single_bit: Some(0), double_bit: Some(0), pending: Some(false) });
+    assert_eq!(gpu.ecc_errors.volatile_uncorrectable, Some(0));
 }

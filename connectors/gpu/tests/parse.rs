@@ -152,6 +152,31 @@ fn processes_are_read() {
 }
 
 #[test]
+fn ecc_counts_are_summed_over_memory_kinds() {
+    let xml = r#"<nvidia_smi_log><gpu id="0">
+      <ecc_errors>
+        <volatile>
+          <sram_correctable>2</sram_correctable><sram_uncorrectable_parity>1</sram_uncorrectable_parity>
+          <sram_uncorrectable_secded>4</sram_uncorrectable_secded><dram_correctable>5</dram_correctable>
+          <dram_uncorrectable>N/A</dram_uncorrectable>
+        </volatile>
+        <aggregate><single_bit><total>7</total></single_bit><double_bit><total>1</total></double_bit></aggregate>
+      </ecc_errors>
+      <retired_pages><pending_retirement>Yes</pending_retirement></retired_pages>
+      <remapped_rows><remapped_row_failure>Yes</remapped_row_failure></remapped_rows>
+      <gpu_reset_status><reset_required>Yes</reset_required></gpu_reset_status>
+    </gpu></nvidia_smi_log>"#;
+    let gpu = &parse_query_xml(xml).unwrap().gpus[0];
+    assert_eq!(gpu.ecc_errors.volatile_correctable, Some(7));
+    assert_eq!(gpu.ecc_errors.volatile_uncorrectable, Some(5));
+    assert_eq!(gpu.ecc_errors.aggregate_correctable, Some(7));
+    assert_eq!(gpu.ecc_errors.aggregate_uncorrectable, Some(1));
+    assert_eq!(gpu.retired_pages.pending, Some(true));
+    assert_eq!(gpu.remapped_rows.failure, Some(true));
+    assert_eq!(gpu.reset_required, Some(true));
+}
+
+#[test]
 fn no_gpu_is_an_empty_list() {
     let report =
         parse_query_xml("<nvidia_smi_log><attached_gpus>0</attached_gpus></nvidia_smi_log>")
