@@ -12,6 +12,12 @@ pub fn builtin() -> Registry {
     r.register(&connector_http::HttpConnector::new());
     #[cfg(feature = "connector-lock")]
     r.register(&connector_lock::LockConnector);
+    #[cfg(feature = "connector-ssh")]
+    r.register(&connector_ssh::SshConnector);
+    #[cfg(feature = "connector-gpu")]
+    r.register(&connector_gpu::GpuConnector);
+    #[cfg(feature = "connector-container")]
+    r.register(&connector_container::ContainerConnector::new());
     r
 }
 

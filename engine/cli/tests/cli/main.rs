@@ -199,11 +199,22 @@ fn graph_plan_connectors_schema_and_explain() {
 fn committed_schemas_are_current() {
     let t = CliTest::new();
     let mut expected = vec![(root().join("schemas/workflow.schema.json"), text(&t.run(&["schema"]).stdout))];
-    let all: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", "shell"]).stdout).unwrap();
-    let http: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", "http"]).stdout).unwrap();
-    let lock: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", "lock"]).stdout).unwrap();
-    for (id, v) in all.as_object().unwrap().iter().chain(http.as_object().unwrap()).chain(lock.as_object().unwrap()) {
-        expected.push((root().join(format!("schemas/actions/{id}.json")), serde_json::to_string_pretty(v).unwrap() + "\n"));
+    for connector in ["shell", "http", "lock", "ssh", "gpu", "container"] {
+        let actions: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", connector]).stdout).unwrap();
+        for (id, v) in actions.as_object().unwrap_or_else(|| panic!("`engine connectors {connector}` printed no actions")) {
+            expected.push((root().join(format!("schemas/actions/{id}.json")), serde_json::to_string_pretty(v).unwrap() + "\n"));
+        }
+    }
+    // A schema left behind by an action that no longer exists is stale too.
+    for e in std::fs::read_dir(root().join("schemas/actions")).unwrap().flatten() {
+        let p = e.path();
+        if !expected.iter().any(|(q, _)| *q == p) {
+            if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+                std::fs::remove_file(&p).unwrap();
+            } else {
+                panic!("{} belongs to no action (run `UPDATE_SCHEMAS=1 cargo test -p engine --test cli`)", p.display());
+            }
+        }
     }
     let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
     let mut stale = Vec::new();
