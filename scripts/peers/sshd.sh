@@ -3,7 +3,7 @@
 # ssh-agent and ssh-add (openssh-client), and sudo (`ssh.run` with `sudo: true`).
 # Idempotent: installs only what is missing. The tests start their own sshd on 127.0.0.1
 # and a free port, with their own config, host key and authorized keys in a temporary
-# directory (connectors/ssh/tests/common); this script only makes the binaries and sshd's
+# directory (connectors/ssh/src/testing.rs (feature test-util)); this script only makes the binaries and sshd's
 # privilege-separation directory exist.
 set -euo pipefail
 

@@ -177,24 +177,7 @@ impl HostInput {
     pub fn target(&self) -> Result<SshTarget, ConnectorError> {
         let t = match self {
             Self::Target(t) => (**t).clone(),
-            Self::Address(s) => {
-                let (user, rest) = match s.rsplit_once('@') {
-                    Some((u, r)) => (Some(u.to_string()), r),
-                    None => (None, s.as_str()),
-                };
-                let (host, port) = match rest.rsplit_once(':') {
-                    // `[::1]:22` or `host:22`; a bare IPv6 address has several colons.
-                    Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
-                        let port = p.parse::<u16>().map_err(|_| ConnectorError::invalid(format!("host `{s}`: `{p}` is not a port number")))?;
-                        (h.trim_start_matches('[').trim_end_matches(']').to_string(), Some(port))
-                    }
-                    _ => (rest.to_string(), None),
-                };
-                let mut t = SshTarget::new(host);
-                t.user = user;
-                t.port = port;
-                t
-            }
+            Self::Address(s) => SshTarget::from_address(s)?,
         };
         if t.host.trim().is_empty() {
             return Err(ConnectorError::invalid("`host` is empty"));

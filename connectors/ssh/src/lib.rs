@@ -51,6 +51,8 @@ mod target;
 mod transfer;
 mod upload;
 mod wait;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 use std::sync::Arc;
 

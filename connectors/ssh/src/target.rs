@@ -145,6 +145,33 @@ impl SshTarget {
         Self { host: host.into(), ..Self::default() }
     }
 
+    /// A target from the address forms users type: `host`, `user@host`, `user@host:port`,
+    /// `[::1]:2222`, each optionally prefixed with `ssh://` (Docker's `DOCKER_HOST` form).
+    ///
+    /// # Errors
+    /// `invalid` for an empty host or a port that is not a number.
+    pub fn from_address(address: &str) -> Result<Self, ConnectorError> {
+        let s = address.trim();
+        let s = s.strip_prefix("ssh://").unwrap_or(s);
+        let (user, rest) = match s.rsplit_once('@') {
+            Some((u, r)) => (Some(u.to_string()).filter(|u| !u.is_empty()), r),
+            None => (None, s),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            // `[::1]:22` or `host:22`; a bare IPv6 address has several colons.
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                let port = p.parse::<u16>().map_err(|_| ConnectorError::invalid(format!("host `{address}`: `{p}` is not a port number")))?;
+                (h, Some(port))
+            }
+            _ => (rest, None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.trim().is_empty() {
+            return Err(ConnectorError::invalid(format!("host `{address}` names no machine")));
+        }
+        Ok(Self { host: host.to_string(), user, port, ..Self::default() })
+    }
+
     /// Fill what this target leaves out from a `connectors: ssh:` block (`cx.settings` in an
     /// `ssh.*` action). `null` is an empty block. A step's own values win; a key given in the
     /// step is never replaced. When the step names a key of its own (`private_key` or
@@ -264,6 +291,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn addresses_parse_as_users_type_them() {
+        let t = |a: &str| SshTarget::from_address(a).map(|t| (t.host, t.user, t.port));
+        assert_eq!(t("gpu1").unwrap(), ("gpu1".into(), None, None));
+        assert_eq!(t("ubuntu@10.0.0.5").unwrap(), ("10.0.0.5".into(), Some("ubuntu".into()), None));
+        assert_eq!(t("ssh://ubuntu@10.0.0.5:2222").unwrap(), ("10.0.0.5".into(), Some("ubuntu".into()), Some(2222)));
+        assert_eq!(t("root@[::1]:22").unwrap(), ("::1".into(), Some("root".into()), Some(22)));
+        assert_eq!(t("fe80::1").unwrap(), ("fe80::1".into(), None, None));
+        assert!(t("host:http").unwrap_err().message.contains("not a port number"));
+        assert!(t("ssh://user@").unwrap_err().message.contains("names no machine"));
+    }
 
     #[test]
     fn secrets_never_print() {

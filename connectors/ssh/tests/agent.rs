@@ -7,7 +7,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{fresh, keygen, sh};
+use common::fresh;
+use connector_ssh::testing::{keygen, sh};
 use connector_ssh::{Session, SshTarget};
 use engine_connector::ErrorKind;
 use serde_json::json;

@@ -1,11 +1,13 @@
-//! `ssh.*` actions and the `Session` library against a real OpenSSH sshd (see `common`).
+//! `ssh.*` actions and the `Session` library against a real OpenSSH sshd
+//! (`connector_ssh::testing`).
 
 mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{alive, eventually, fresh, keygen, openssh_fingerprint, sh, Sshd};
+use common::{alive, eventually, fresh};
+use connector_ssh::testing::{free_port, keygen, openssh_fingerprint, pub_path, sh, Sshd};
 use connector_ssh::{HostKeyTrust, Session, SshRun, SshRunInput, SshTarget, SshUpload, SshUploadInput, SshWait, SshWaitInput, UploadOptions, UploadSource};
 use engine_connector::{Action, ErrorKind, LogStream, StepContext};
 use serde_json::{json, Value};
@@ -220,7 +222,7 @@ async fn a_wrong_host_key_in_known_hosts_is_refused_naming_both_fingerprints() {
     let p = peer!();
     let (_s, _t, cx) = fresh(p.path());
     let other = keygen(p.path(), "other_host", "ed25519", "");
-    let other_pub = std::fs::read_to_string(common::pub_path(&other)).unwrap();
+    let other_pub = std::fs::read_to_string(pub_path(&other)).unwrap();
     std::fs::write(&p.known_hosts, format!("[127.0.0.1]:{} {other_pub}", p.port())).unwrap();
     let e = run(p.with(json!({"command": "touch should-not-run"})), &cx).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth, "{e}");
@@ -240,7 +242,7 @@ async fn known_hosts_hashed_by_ssh_keygen_strict_and_revoked() {
     assert_eq!(e.kind, ErrorKind::Auth);
     assert!(e.message.contains("unknown") && e.message.contains("strict"), "{}", e.message);
     // The right key, hashed by the real ssh-keygen: trusted through known_hosts, not pinned.
-    let host_pub = std::fs::read_to_string(common::pub_path(&p.host_key)).unwrap();
+    let host_pub = std::fs::read_to_string(pub_path(&p.host_key)).unwrap();
     std::fs::write(&p.known_hosts, format!("[127.0.0.1]:{} {host_pub}", p.port())).unwrap();
     sh(std::process::Command::new("ssh-keygen").arg("-q").arg("-H").arg("-f").arg(&p.known_hosts));
     let hashed = std::fs::read_to_string(&p.known_hosts).unwrap();
@@ -290,7 +292,7 @@ async fn host_key_check_off_accepts_with_a_warning() {
     let p = peer!();
     let (sink, _t, cx) = fresh(p.path());
     let other = keygen(p.path(), "other_host", "ed25519", "");
-    let other_pub = std::fs::read_to_string(common::pub_path(&other)).unwrap();
+    let other_pub = std::fs::read_to_string(pub_path(&other)).unwrap();
     std::fs::write(&p.known_hosts, format!("[127.0.0.1]:{} {other_pub}", p.port())).unwrap();
     let s = Session::connect(&cx, &target(p.with(json!({"host_key_check": "off"})))).await.unwrap();
     assert_eq!(s.host_key().trust, HostKeyTrust::Unchecked);
@@ -408,7 +410,7 @@ async fn a_step_timeout_dropping_the_run_kills_the_remote_command() {
 async fn wait_succeeds_once_a_late_sshd_starts() {
     let p = peer!();
     let (sink, _t, cx) = fresh(p.path());
-    let port = common::free_port();
+    let port = free_port();
     let dir = p.path().to_path_buf();
     let host_key = p.host_key.clone();
     let starter = std::thread::spawn(move || {
@@ -433,7 +435,7 @@ async fn wait_succeeds_once_a_late_sshd_starts() {
 async fn wait_on_a_closed_port_times_out_within_its_limit() {
     let p = peer!();
     let (_s, _t, cx) = fresh(p.path());
-    let input: SshWaitInput = serde_json::from_value(p.with(json!({"port": common::free_port(), "within": "1500ms", "interval": "200ms"}))).unwrap();
+    let input: SshWaitInput = serde_json::from_value(p.with(json!({"port": free_port(), "within": "1500ms", "interval": "200ms"}))).unwrap();
     let started = Instant::now();
     let e = SshWait.run(input, &cx).await.unwrap_err();
     let took = started.elapsed();
@@ -447,14 +449,14 @@ async fn wait_stops_at_once_on_a_host_key_mismatch_and_when_cancelled() {
     let p = peer!();
     let (_s, token, cx) = fresh(p.path());
     let other = keygen(p.path(), "other_host", "ed25519", "");
-    std::fs::write(&p.known_hosts, format!("[127.0.0.1]:{} {}", p.port(), std::fs::read_to_string(common::pub_path(&other)).unwrap())).unwrap();
+    std::fs::write(&p.known_hosts, format!("[127.0.0.1]:{} {}", p.port(), std::fs::read_to_string(pub_path(&other)).unwrap())).unwrap();
     let input: SshWaitInput = serde_json::from_value(p.with(json!({"within": "30s"}))).unwrap();
     let started = Instant::now();
     let e = SshWait.run(input, &cx).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth, "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    let input: SshWaitInput = serde_json::from_value(p.with(json!({"port": common::free_port(), "within": "60s", "interval": "200ms"}))).unwrap();
+    let input: SshWaitInput = serde_json::from_value(p.with(json!({"port": free_port(), "within": "60s", "interval": "200ms"}))).unwrap();
     let t = token.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -535,7 +537,7 @@ async fn the_library_exec_collects_without_logging_and_check_classifies() {
 async fn connecting_to_a_closed_port_is_transient() {
     let p = peer!();
     let (_s, _t, cx) = fresh(p.path());
-    let e = Session::connect(&cx, &target(p.with(json!({"port": common::free_port()})))).await.unwrap_err();
+    let e = Session::connect(&cx, &target(p.with(json!({"port": free_port()})))).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(e.message.contains("refused"), "{}", e.message);
 }
