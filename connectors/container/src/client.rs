@@ -27,6 +27,7 @@ use engine_connector::{ConnectorError, StepContext};
 use engine_core::duration::DurationStr;
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
@@ -64,6 +65,10 @@ pub struct Settings {
     /// longer grace period raises it for that request.
     #[serde(default)]
     pub timeout: Option<DurationStr>,
+    /// For `ssh://` hosts: the defaults a host leaves out (`private_key_file`, `known_hosts`,
+    /// `host_key_check`, `port`, `user`...), the same keys as the `connectors: ssh:` block.
+    #[serde(default)]
+    pub ssh: Option<Value>,
 }
 
 impl Settings {
@@ -244,7 +249,11 @@ impl Clients {
             return Ok(Conn { docker: d.clone(), target });
         }
         let what = "connecting";
-        let docker = match parse_host(&host)? {
+        let endpoint = parse_host(&host)?;
+        // A remote client rides on an SSH session that belongs to this step (its cancellation,
+        // its host-key pin): it is not shared with later steps.
+        let shared = !matches!(endpoint, Endpoint::Remote { .. });
+        let docker = match endpoint {
             Endpoint::Unix(path) => {
                 Docker::connect_with_unix(&path, timeout.as_secs(), API_DEFAULT_VERSION).map_err(|e| target.classify(what, e))?
             }
@@ -262,7 +271,9 @@ impl Clients {
             }
         };
         let docker = negotiate(docker, &target).await?;
-        self.cache.lock().await.insert(key, docker.clone());
+        if shared {
+            self.cache.lock().await.insert(key, docker.clone());
+        }
         Ok(Conn { docker, target })
     }
 }

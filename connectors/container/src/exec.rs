@@ -24,6 +24,12 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecInput {
+    /// The Docker daemon for this step: `unix:///path`, `tcp://HOST:PORT`, or
+    /// `ssh://user@host[:port][/socket]` (through the ssh connector, to the remote
+    /// `/var/run/docker.sock` unless a path is given). Default: the `connectors: container:`
+    /// block's `host`, then `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The container: name or id. It must be running.
     pub container: String,
     /// The command: a list, or a line split into words like a shell does (no variables or pipes:
@@ -143,7 +149,7 @@ impl Action for Exec {
     }
 
     async fn run(&self, input: ExecInput, cx: &StepContext) -> Result<ExecOutput, ConnectorError> {
-        let conn = self.clients.connect(cx, None).await.map_err(|e| masked(cx, e))?;
+        let conn = self.clients.connect(cx, input.host.as_deref()).await.map_err(|e| masked(cx, e))?;
         cx.progress("exec", Some(20));
         let (exit_code, cap) = exec(&conn, cx, &input.container, &input).await.map_err(|e| masked(cx, e))?;
         cx.progress("done", Some(100));

@@ -25,6 +25,12 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuCheckInput {
+    /// The Docker daemon for this step: `unix:///path`, `tcp://HOST:PORT`, or
+    /// `ssh://user@host[:port][/socket]` (through the ssh connector, to the remote
+    /// `/var/run/docker.sock` unless a path is given). Default: the `connectors: container:`
+    /// block's `host`, then `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The image to run the check in. The NVIDIA runtime mounts `nvidia-smi` and the driver's
     /// libraries into it (capability `utility`), so any glibc-based image does
     /// (`ubuntu:24.04`, `nvidia/cuda:12.4.1-base-ubuntu22.04`).
@@ -155,6 +161,7 @@ impl GpuCheckInput {
 
     fn run_input(&self) -> RunInput {
         RunInput {
+            host: self.host.clone(),
             image: self.image.clone(),
             command: Some(self.command.clone().unwrap_or_else(|| Command::Argv(DEFAULT_QUERY.iter().map(|s| (*s).to_string()).collect()))),
             entrypoint: None,

@@ -38,6 +38,7 @@ mod pull;
 mod remove;
 mod run;
 mod runtime_info;
+pub mod ssh;
 pub mod spec;
 mod stop;
 #[cfg(test)]
@@ -70,11 +71,11 @@ pub struct ContainerConnector {
 }
 
 impl ContainerConnector {
-    /// A connector for the local daemon, `DOCKER_HOST`, or the `host` setting. Nothing is
-    /// contacted until an action runs.
+    /// A connector for the local daemon, `DOCKER_HOST`, the `host` setting, or a remote
+    /// daemon over SSH (`ssh://user@host`). Nothing is contacted until an action runs.
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self::default().with_remote(Arc::new(ssh::SshTransport))
     }
 
     /// The same connector, also able to reach hosts of `remote.scheme()` (`ssh://`) through it.

@@ -23,6 +23,12 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogsInput {
+    /// The Docker daemon for this step: `unix:///path`, `tcp://HOST:PORT`, or
+    /// `ssh://user@host[:port][/socket]` (through the ssh connector, to the remote
+    /// `/var/run/docker.sock` unless a path is given). Default: the `connectors: container:`
+    /// block's `host`, then `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The container: name or id.
     pub container: String,
     /// Only the last N lines (default: all).
@@ -134,7 +140,7 @@ impl Action for Logs {
     }
 
     async fn run(&self, input: LogsInput, cx: &StepContext) -> Result<LogsOutput, ConnectorError> {
-        let conn = self.clients.connect(cx, None).await.map_err(|e| masked(cx, e))?;
+        let conn = self.clients.connect(cx, input.host.as_deref()).await.map_err(|e| masked(cx, e))?;
         let c = inspect_existing(&conn, &input.container).await.map_err(|e| masked(cx, e))?;
         let mut opts = LogsOptionsBuilder::new().stdout(input.stdout).stderr(input.stderr).timestamps(input.timestamps);
         if let Some(n) = input.tail {

@@ -15,6 +15,12 @@ use crate::spec::{check_image, split_reference};
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullInput {
+    /// The Docker daemon for this step: `unix:///path`, `tcp://HOST:PORT`, or
+    /// `ssh://user@host[:port][/socket]` (through the ssh connector, to the remote
+    /// `/var/run/docker.sock` unless a path is given). Default: the `connectors: container:`
+    /// block's `host`, then `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The image: `repository[:tag]` or `repository@sha256:...` (`:latest` when neither is given).
     pub image: String,
     /// Registry credentials, for a private image.
@@ -78,7 +84,7 @@ impl Action for Pull {
     }
 
     async fn run(&self, input: PullInput, cx: &StepContext) -> Result<PullOutput, ConnectorError> {
-        let conn = self.clients.connect(cx, None).await.map_err(|e| masked(cx, e))?;
+        let conn = self.clients.connect(cx, input.host.as_deref()).await.map_err(|e| masked(cx, e))?;
         let pulled = pull(&conn, cx, &input.image, input.auth.as_ref(), 0, 100).await.map_err(|e| masked(cx, e))?;
         let (name, tag) = split_reference(&input.image);
         let sep = if tag.contains(':') { '@' } else { ':' };

@@ -15,6 +15,12 @@ use crate::ops::{inspect, masked, remove};
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveInput {
+    /// The Docker daemon for this step: `unix:///path`, `tcp://HOST:PORT`, or
+    /// `ssh://user@host[:port][/socket]` (through the ssh connector, to the remote
+    /// `/var/run/docker.sock` unless a path is given). Default: the `connectors: container:`
+    /// block's `host`, then `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The container: name or id.
     pub container: String,
     /// Remove it even while it runs (it is killed, with no grace period).
@@ -79,7 +85,7 @@ impl Action for Remove {
     }
 
     async fn run(&self, input: RemoveInput, cx: &StepContext) -> Result<RemoveOutput, ConnectorError> {
-        let conn = self.clients.connect(cx, None).await.map_err(|e| masked(cx, e))?;
+        let conn = self.clients.connect(cx, input.host.as_deref()).await.map_err(|e| masked(cx, e))?;
         let missing = || -> Result<RemoveOutput, ConnectorError> {
             if input.missing_ok {
                 Ok(RemoveOutput { id: None, removed: false })

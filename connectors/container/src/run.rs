@@ -79,6 +79,12 @@ impl Healthcheck {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunInput {
+    /// The Docker daemon for this step: `unix:///path`, `tcp://HOST:PORT`, or
+    /// `ssh://user@host[:port][/socket]` (through the ssh connector, to the remote
+    /// `/var/run/docker.sock` unless a path is given). Default: the `connectors: container:`
+    /// block's `host`, then `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The image (`repository[:tag]`, `repository@sha256:...`).
     pub image: String,
     /// The command (the image's `CMD` when left out): a list, or a line split into words like a
@@ -471,7 +477,7 @@ impl Action for Run {
     }
 
     async fn run(&self, input: RunInput, cx: &StepContext) -> Result<RunOutput, ConnectorError> {
-        let conn = self.clients.connect(cx, None).await.map_err(|e| masked(cx, e))?;
+        let conn = self.clients.connect(cx, input.host.as_deref()).await.map_err(|e| masked(cx, e))?;
         let key = cx.idempotency_key();
         let name = input.name.clone().unwrap_or_else(|| name_for_key(&key));
         cx.progress("image", Some(5));

@@ -13,10 +13,17 @@ use crate::client::{Clients, Conn};
 use crate::error::Error;
 use crate::ops::masked;
 
-/// Input of `container.runtime_info`: nothing (the daemon comes from the connector settings).
+/// Input of `container.runtime_info`: which daemon to ask.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RuntimeInfoInput {}
+pub struct RuntimeInfoInput {
+    /// The Docker daemon for this step: `unix:///path`, `tcp://HOST:PORT`, or
+    /// `ssh://user@host[:port][/socket]` (through the ssh connector, to the remote
+    /// `/var/run/docker.sock` unless a path is given). Default: the `connectors: container:`
+    /// block's `host`, then `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
+}
 
 /// Output of `container.runtime_info`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -146,8 +153,8 @@ impl Action for RuntimeInfo {
     type Input = RuntimeInfoInput;
     type Output = RuntimeInfoOutput;
 
-    async fn run(&self, _input: RuntimeInfoInput, cx: &StepContext) -> Result<RuntimeInfoOutput, ConnectorError> {
-        let conn = self.clients.connect(cx, None).await.map_err(|e| masked(cx, e))?;
+    async fn run(&self, input: RuntimeInfoInput, cx: &StepContext) -> Result<RuntimeInfoOutput, ConnectorError> {
+        let conn = self.clients.connect(cx, input.host.as_deref()).await.map_err(|e| masked(cx, e))?;
         cx.progress("info", Some(50));
         let out = read(&conn).await.map_err(|e| masked(cx, e))?;
         cx.progress("done", Some(100));

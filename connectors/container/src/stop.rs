@@ -20,6 +20,12 @@ fn default_timeout() -> DurationStr {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopInput {
+    /// The Docker daemon for this step: `unix:///path`, `tcp://HOST:PORT`, or
+    /// `ssh://user@host[:port][/socket]` (through the ssh connector, to the remote
+    /// `/var/run/docker.sock` unless a path is given). Default: the `connectors: container:`
+    /// block's `host`, then `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
     /// The container: name or id.
     pub container: String,
     /// The grace period between the stop signal (SIGTERM, or the image's `STOPSIGNAL`) and
@@ -84,7 +90,7 @@ impl Action for Stop {
     }
 
     async fn run(&self, input: StopInput, cx: &StepContext) -> Result<StopOutput, ConnectorError> {
-        let conn = self.clients.connect(cx, None).await.map_err(|e| masked(cx, e))?;
+        let conn = self.clients.connect(cx, input.host.as_deref()).await.map_err(|e| masked(cx, e))?;
         let before = inspect_existing(&conn, &input.container).await.map_err(|e| masked(cx, e))?;
         let id = before.id.clone().unwrap_or_else(|| input.container.clone());
         let was_running = before.state.as_ref().and_then(|s| s.running).unwrap_or(false);

@@ -539,8 +539,9 @@ async fn an_unreachable_daemon_is_transient_and_says_where() {
         let e = h.run(&c.run(), json!({"image": IMAGE})).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     }
+    // A connector built without the SSH transport says what is missing.
     h.settings = json!({ "host": "ssh://me@gpu-box" });
-    let e = h.run(&c.runtime_info(), json!({})).await.unwrap_err();
+    let e = h.run(&ContainerConnector::default().runtime_info(), json!({})).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Invalid, "{e}");
     assert!(e.message.contains("remote transport"), "{}", e.message);
     h.settings = json!({ "hots": "unix:///var/run/docker.sock" });
@@ -650,4 +651,45 @@ async fn the_api_version_is_negotiated_down_to_the_daemons() {
     // The connector does the same and reports the version it settled on.
     let info = ContainerConnector::new().runtime_info().run(connector_container::RuntimeInfoInput::default(), &StepContext::detached("version")).await.unwrap();
     assert_eq!(info.api_version, ours);
+}
+
+/// Docker over SSH, for real: a real OpenSSH sshd on 127.0.0.1 forwards each request to this
+/// machine's Docker socket (`direct-streamlocal`), as it would on a remote GPU host. The step
+/// names the host (`host: ssh://user@127.0.0.1:PORT`), the `ssh:` key of the connector block
+/// brings the key and known_hosts; undo goes back the same way.
+#[tokio::test]
+async fn docker_over_ssh_through_a_real_sshd() {
+    let Some(()) = require("docker_over_ssh_through_a_real_sshd") else { return };
+    if std::env::var("DOCKER_HOST").is_ok_and(|h| !h.is_empty() && h != "unix:///var/run/docker.sock") {
+        eprintln!("skipped: docker_over_ssh_through_a_real_sshd: the daemon is not on /var/run/docker.sock");
+        return;
+    }
+    let Some(peer) = connector_ssh::testing::Peer::start() else { return };
+    let c = ContainerConnector::new();
+    let host = format!("ssh://{}@127.0.0.1:{}", peer.user, peer.port());
+    let (mut h, _g) = step("over-ssh");
+    h.settings = json!({ "ssh": peer.settings() });
+    let info = h.run(&c.runtime_info(), json!({ "host": host })).await.unwrap();
+    assert_eq!(info.host, host);
+    let out = h.run(&c.run(), json!({"host": host, "image": IMAGE, "command": ["sh", "-c", "echo through-sshd"]})).await.unwrap();
+    assert_eq!(out.stdout, "through-sshd\n");
+    // A detached container, an exec into it (an upgraded connection through the channel).
+    let (mut h2, _g2) = step("over-ssh-detached");
+    h2.settings = h.settings.clone();
+    let up = h2.run(&c.run(), json!({"host": host, "image": IMAGE, "command": ["sleep", "300"], "detach": true, "stop_timeout": "1s"})).await.unwrap();
+    let x = h2.run(&c.exec(), json!({"host": host, "container": up.id, "command": ["sh", "-c", "echo exec-over-ssh"]})).await.unwrap();
+    assert_eq!(x.stdout, "exec-over-ssh\n");
+    let rec = h2.created().pop().unwrap();
+    assert_eq!(rec.undo["host"], json!(host));
+    h2.assert_undo_idempotent(&c.run()).await;
+    assert!(docker().await.unwrap().inspect_container(&up.id, None).await.is_err(), "undo over SSH removed the container");
+    // The host key was checked: pinned on first sight, for the run.
+    assert_eq!(h.recorded().pins.len(), 1, "{:?}", h.recorded().pins);
+    // A key sshd does not accept is `auth`, with no Docker call made.
+    let other = connector_ssh::testing::keygen(peer.path(), "stranger", "ed25519", "");
+    let mut settings = peer.settings();
+    settings["private_key_file"] = json!(other.to_str().unwrap());
+    h.settings = json!({ "ssh": settings });
+    let e = h.run(&c.runtime_info(), json!({ "host": host })).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth, "{e}");
 }
