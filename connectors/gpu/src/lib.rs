@@ -37,6 +37,8 @@ pub mod processes;
 pub mod reset;
 pub mod smi;
 pub mod strategy;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod topo;
 pub mod topology;
 

@@ -1,12 +1,11 @@
 //! Every action of the `gpu` connector through the engine's test harness, against a
-//! fake `nvidia-smi` that replays real captures (see `common/mod.rs`).
+//! fake `nvidia-smi` that replays real captures (see `connector_gpu::testing`).
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{combine, four_gpus, gpu_table, script, FakeSmi};
+use connector_gpu::testing::{combine, four_gpus, gpu_table, script, FakeSmi};
 use connector_gpu::smi::parse_query_xml;
 use connector_gpu::{Allocate, CudaInfo, Deallocate, GpuConnector, Health, Info, List, MemoryInfo, Mig, Monitor, Processes, Reset, Select, TopologyAction};
 use engine_connector::{Connector, ErrorKind, ResourceState, StepContext};
@@ -192,7 +191,7 @@ async fn processes_are_mapped_to_their_gpus() {
 #[tokio::test]
 async fn topology_parses_the_matrix() {
     let fake = four();
-    fake.write("topo.txt", &std::fs::read_to_string(common::data_dir().join("topo-m-4gpu.txt")).unwrap());
+    fake.write("topo.txt", &std::fs::read_to_string(connector_gpu::testing::data_dir().join("topo-m-4gpu.txt")).unwrap());
     let out = fake.harness("topo").run(&TopologyAction, json!({})).await.unwrap();
     let t = &out.topology;
     assert_eq!(t.gpus.len(), 4);

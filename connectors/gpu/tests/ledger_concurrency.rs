@@ -6,14 +6,13 @@
 //! exclusive GPU, step after step, until it gets a `capacity` error, and prints what it
 //! got. The children start together on a signal file, many rounds over.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{combine, FakeSmi};
+use connector_gpu::testing::{combine, FakeSmi};
 use connector_gpu::Allocate;
 use engine_connector::harness::Harness;
 use engine_connector::ErrorKind;

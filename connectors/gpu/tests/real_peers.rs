@@ -9,12 +9,11 @@
 //! A missing peer skips the test with a `skipped:` line on stderr, or fails it when
 //! `ENGINE_REQUIRE_PEERS=1`.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{four_gpus, script, FakeSmi};
+use connector_gpu::testing::{four_gpus, script, FakeSmi};
 use connector_gpu::{Health, List, Monitor, TopologyAction};
 use engine_connector::harness::Harness;
 use engine_connector::ErrorKind;

@@ -1,13 +1,12 @@
 //! `host:`: the actions over SSH, through the ssh connector's library, against a real
 //! OpenSSH sshd started on 127.0.0.1 (`connector_ssh::testing`, the peer of
-//! `scripts/peers/sshd.sh`) and the fake nvidia-smi of `common/` on the "remote" side.
+//! `scripts/peers/sshd.sh`) and the fake nvidia-smi of `connector_gpu::testing` on the "remote" side.
 //!
 //! Without sshd or ssh-keygen the tests print `skipped: ...`, or fail under
 //! `ENGINE_REQUIRE_PEERS=1`.
 
-mod common;
 
-use common::{four_gpus, FakeSmi};
+use connector_gpu::testing::{four_gpus, FakeSmi};
 use connector_gpu::{Allocate, Deallocate, List, Monitor};
 use connector_ssh::testing::Peer;
 use engine_connector::ErrorKind;

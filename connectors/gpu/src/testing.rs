@@ -1,5 +1,6 @@
-//! A fake `nvidia-smi` for the behaviour tests, and multi-GPU documents made of the real
-//! captures in `tests/data/nvidia-smi`.
+//! Test support (feature `test-util`): a fake `nvidia-smi` for behaviour tests, here and in
+//! the engine's own tests, and multi-GPU documents made of the real captures in
+//! `tests/data/nvidia-smi`.
 //!
 //! The fake is a small shell script written into a temporary directory and named by the
 //! `nvidia_smi` setting. It appends every argument list to `calls.log` and replays files
@@ -16,12 +17,12 @@
 //!   nvidia-smi; `mig ...`: `mig-lgi.txt`, `mig-lgip.txt`, `mig-create.txt`, and
 //!   "Successfully destroyed" lines for `-dci`/`-dgi`;
 //! - with `fail.rc` present, every call prints `fail.out` and exits with that status.
-#![allow(dead_code, clippy::missing_panics_doc)]
+#![allow(clippy::missing_panics_doc)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use connector_gpu::smi::{parse_query_xml, SmiReport};
+use crate::smi::{parse_query_xml, SmiReport};
 use engine_connector::harness::Harness;
 use serde_json::json;
 
