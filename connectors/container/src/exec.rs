@@ -1,6 +1,5 @@
 //! `container.exec`: run a command in a running container.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ pub struct ExecInput {
     pub command: Command,
     /// Extra environment variables.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: engine_core::env::EnvMap,
     /// Run as this user (default: the container's).
     #[serde(default)]
     pub user: Option<String>,

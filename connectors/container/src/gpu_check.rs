@@ -166,7 +166,7 @@ impl GpuCheckInput {
             command: Some(self.command.clone().unwrap_or_else(|| Command::Argv(DEFAULT_QUERY.iter().map(|s| (*s).to_string()).collect()))),
             entrypoint: None,
             name: None,
-            env: std::collections::BTreeMap::new(),
+            env: engine_core::env::EnvMap::new(),
             labels: std::collections::BTreeMap::new(),
             ports: Vec::new(),
             volumes: Vec::new(),

@@ -100,7 +100,7 @@ pub struct RunInput {
     pub name: Option<String>,
     /// Environment variables.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: engine_core::env::EnvMap,
     /// Labels, besides the `engine.key`, `engine.run` and `engine.step` labels every container the
     /// connector makes carries.
     #[serde(default)]
@@ -285,7 +285,7 @@ impl RunInput {
         if let Some(g) = &self.gpus {
             host.device_requests = Some(vec![g.device_request()]);
             for (k, v) in g.env() {
-                env.entry(k).or_insert(v);
+                env.entry(k).or_insert(engine_core::env::EnvValue(v));
             }
             if let Some(bytes) = g.memory_bytes() {
                 labels.insert(LABEL_GPU_MEMORY.to_string(), bytes.to_string());

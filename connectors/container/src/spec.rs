@@ -488,7 +488,7 @@ impl GpuRequest {
 ///
 /// # Errors
 /// `invalid`, naming the variable.
-pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), Error> {
+pub fn check_env(env: &engine_core::env::EnvMap) -> Result<(), Error> {
     match env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
         Some(k) => Err(Error::Input(format!("env: `{k}` is not a variable name"))),
         None => Ok(()),
@@ -497,6 +497,6 @@ pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), Error> {
 
 /// `KEY=VALUE` lines, in the order of the map.
 #[must_use]
-pub fn env_lines(env: &BTreeMap<String, String>) -> Vec<String> {
+pub fn env_lines(env: &engine_core::env::EnvMap) -> Vec<String> {
     env.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }

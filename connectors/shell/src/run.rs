@@ -19,7 +19,6 @@
 //!   with: { command: "make -C ${{ workflow.dir }} all", env: { JOBS: "4" } }
 //! ```
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 
 use async_trait::async_trait;
@@ -50,7 +49,7 @@ pub struct ShellRunInput {
     pub shell: Option<String>,
     /// Extra environment variables.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: engine_core::env::EnvMap,
     /// Working directory (default: the workflow's directory).
     #[serde(default)]
     pub cwd: Option<String>,

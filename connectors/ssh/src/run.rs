@@ -37,7 +37,6 @@
 //!     sudo: true
 //! ```
 
-use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use engine_connector::{Action, ConnectorError, StepContext};
@@ -70,7 +69,7 @@ pub struct SshRunInput {
     pub args: Vec<String>,
     /// Environment variables, exported in front of the command (names: letters, digits, `_`).
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: engine_core::env::EnvMap,
     /// Remote working directory (default: the user's home).
     #[serde(default)]
     pub cwd: Option<String>,
@@ -131,8 +130,8 @@ pub(crate) fn shebang(script: &[u8]) -> Option<Vec<String>> {
 }
 
 /// `export NAME='value'` lines for `env`.
-pub(crate) fn exports(env: &BTreeMap<String, String>) -> String {
-    env.iter().map(|(k, v)| format!("export {k}={}\n", shell_quote(v))).collect()
+pub(crate) fn exports(env: &engine_core::env::EnvMap) -> String {
+    env.iter().map(|(k, v)| format!("export {k}={}\n", shell_quote(v.as_str()))).collect()
 }
 
 /// Write `content` to a new private file (mode 0600) in the host's temporary directory;
@@ -331,7 +330,7 @@ mod tests {
     #[test]
     fn commands_are_quoted_once_for_the_login_shell() {
         // What the login shell receives is run here by a real `sh`.
-        let env = BTreeMap::from([("A".to_string(), "it's $HOME".to_string())]);
+        let env = engine_core::env::EnvMap::from([("A".to_string(), "it's $HOME".into())]);
         let body = r#"printf '%s|%s|%s|%s' "$A" "$1" "$2" "$(pwd)""#;
         let c = remote_command("sh", &exports(&env), Some("~/bin"), body, &["x y".into(), "'q'".into()], false);
         let out = std::process::Command::new("sh").arg("-c").arg(&c).env("HOME", "/usr").output().unwrap();

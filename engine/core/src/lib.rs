@@ -5,6 +5,7 @@
 
 pub mod diagnostics;
 pub mod duration;
+pub mod env;
 pub mod error_kind;
 pub mod resource;
 pub mod schema;

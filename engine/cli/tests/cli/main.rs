@@ -2,6 +2,7 @@
 
 mod durable;
 mod faults;
+mod gpu;
 mod plugins;
 
 use std::path::{Path, PathBuf};
