@@ -18,6 +18,8 @@ pub fn builtin() -> Registry {
     r.register(&connector_gpu::GpuConnector);
     #[cfg(feature = "connector-container")]
     r.register(&connector_container::ContainerConnector::new());
+    #[cfg(feature = "connector-aws")]
+    r.register(&connector_aws::AwsConnector);
     r
 }
 
