@@ -148,3 +148,50 @@ fn two_engines_never_hand_out_one_exclusive_gpu_twice() {
     }
     assert!(allocations(&state).is_empty(), "{}", ledger(&state));
 }
+
+/// A service container started by a run is a resource: `engine destroy` stops and removes it,
+/// and a second destroy finds nothing left to do.
+#[test]
+fn destroy_removes_the_containers_a_run_started() {
+    if !docker_ready("destroy_removes_containers") {
+        return;
+    }
+    let t = CliTest::new();
+    let wf = t.write(
+        "svc.yaml",
+        &format!(
+            r#"version: 1
+name: svc
+steps:
+  web:
+    uses: container.run
+    for_each: ${{{{ range(2) }}}}
+    with:
+      image: {IMAGE}
+      command: [sh, -c, "echo up $N; exec sleep 300"]
+      env:
+        N: ${{{{ index }}}}
+      detach: true
+      stop_timeout: 1s
+  hello:
+    uses: container.exec
+    with:
+      container: ${{{{ steps.web.outputs[1].id }}}}
+      command: [sh, -c, "echo $N"]
+      env: {{ N: from-exec }}
+outputs:
+  said: ${{{{ steps.hello.outputs.stdout | trim }}}}
+"#
+        ),
+    );
+    let out = t.run(&["run", wf.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let last = last_event(&out);
+    assert_eq!(last["outputs"]["said"], "from-exec");
+    let run_id = last["run_id"].as_str().unwrap().to_string();
+    assert_eq!(containers_of_run(&run_id).len(), 2);
+    let d = t.run(&["destroy", &run_id]);
+    assert_eq!(d.status.code(), Some(0), "{}", text(&d.stderr));
+    assert!(containers_of_run(&run_id).is_empty(), "destroy left containers");
+    assert_eq!(t.run(&["destroy", &run_id]).status.code(), Some(0));
+}
