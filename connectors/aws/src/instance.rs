@@ -330,6 +330,19 @@ impl Action for InstanceCreate {
         validate_create(input)
     }
 
+    /// From the dated table: on-demand, or for spot the `max_price` asked, else the typical
+    /// spot discount. Types outside the GPU catalogue have no price here.
+    fn price(&self, input: &Self::Input) -> Option<engine_connector::Price> {
+        let (_, gpu) = resolve_type(input).ok()?;
+        let g = gpu?;
+        let (per_hour, what) = match (input.spot, input.max_price) {
+            (false, _) => (g.on_demand, "on-demand list price"),
+            (true, Some(max)) => (max, "spot, at most max_price"),
+            (true, None) => (catalog::typical_spot(g), "typical spot price"),
+        };
+        Some(engine_connector::Price { per_hour, currency: "USD".into(), source: format!("AWS {what}, us-east-1, table of {}", catalog::PRICE_TABLE_DATE) })
+    }
+
     #[allow(clippy::too_many_lines)]
     async fn run(&self, input: Self::Input, cx: &StepContext) -> Result<Self::Output, ConnectorError> {
         let ec2 = Ec2::for_step(cx, input.region.as_deref())?;
@@ -405,6 +418,9 @@ impl Action for InstanceCreate {
                 Err(e) => {
                     // Leave no group of ours behind when nothing was launched.
                     let err: ConnectorError = e.into();
+                    // Say in the step's log why (a fallback or a retry follows, or not).
+                    let zone = input.availability_zone.as_deref().map(|z| format!(" in {z}")).unwrap_or_default();
+                    cx.log(LogStream::Stderr, &format!("launching {instance_type}{zone} failed ({}): {}", err.kind, err.message));
                     if created {
                         if let Some(g) = &group_id {
                             if let Err(de) = ops::delete_group(&ec2, cx, g, Duration::from_secs(10)).await {

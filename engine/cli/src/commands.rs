@@ -292,6 +292,9 @@ fn plan(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<
     }
     out.push_str(&format!("steps ({}, in execution order):\n", wf.steps.len()));
     let mut resources = Vec::new();
+    // Hourly cost by currency, and whether every billed resource had a known price.
+    let mut hourly: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    let mut unpriced = 0usize;
     for (n, &i) in wf.order.iter().enumerate() {
         let s = &wf.steps[i];
         out.push_str(&format!("{:>3}. {}  {}", n + 1, s.id, s.uses_text));
@@ -333,7 +336,19 @@ fn plan(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<
         }
         if let Uses::Action(a) = &s.uses {
             if let Some(kind) = a.resource_kind() {
-                resources.push(format!("  {} × {kind} (step {})", count.map_or_else(|| "n".to_string(), |c| c.to_string()), s.id));
+                let mut line = format!("  {} × {kind} (step {})", count.map_or_else(|| "n".to_string(), |c| c.to_string()), s.id);
+                match (a.price_value(&rendered), count) {
+                    (Some(p), Some(c)) => {
+                        line.push_str(&format!(": {} {}/h each, {} {}/h in all ({})", money(p.per_hour), p.currency, money(p.per_hour * c as f64), p.currency, p.source));
+                        *hourly.entry(p.currency).or_default() += p.per_hour * c as f64;
+                    }
+                    (Some(p), None) => {
+                        line.push_str(&format!(": {} {}/h each ({})", money(p.per_hour), p.currency, p.source));
+                        unpriced += 1;
+                    }
+                    (None, _) => {}
+                }
+                resources.push(line);
             }
         }
     }
@@ -345,6 +360,11 @@ fn plan(registry: &Registry, file: &Path, pairs: &[String], inputs_file: Option<
             out.push_str(&r);
             out.push('\n');
         }
+    }
+    if !hourly.is_empty() {
+        let total: Vec<String> = hourly.iter().map(|(c, v)| format!("{} {c}/h", money(*v))).collect();
+        let more = if unpriced > 0 { " (plus resources whose number or price is known only at run time)" } else { "" };
+        out.push_str(&format!("estimated cost: {}{more}\n", total.join(" + ")));
     }
     print!("{out}");
     0
@@ -446,5 +466,14 @@ fn connectors(registry: &Registry, name: Option<&str>) -> u8 {
             println!("{}", serde_json::to_string_pretty(&Value::Object(all)).unwrap_or_default());
             0
         }
+    }
+}
+
+/// A price as people read it: cents, or more digits below one cent.
+fn money(v: f64) -> String {
+    if v >= 0.01 || v == 0.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
     }
 }

@@ -65,6 +65,13 @@ pub trait Action: Send + Sync + 'static {
     /// A classified [`ConnectorError`].
     async fn run(&self, input: Self::Input, cx: &StepContext) -> Result<Self::Output, ConnectorError>;
 
+    /// The hourly price of what one run of the action creates, from the connector's own
+    /// dated price table: pure, no network, no credentials (`engine plan` shows it).
+    /// `None` when the action creates nothing billed, or the input does not say enough.
+    fn price(&self, _input: &Self::Input) -> Option<Price> {
+        None
+    }
+
     /// Undo what `run` created. Idempotent, and must accept a record whose create
     /// never finished (`id == None`). Actions that create nothing keep the default.
     ///
@@ -96,6 +103,9 @@ pub trait DynAction: Send + Sync + 'static {
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default()
     }
+    /// [`Action::price`] of a JSON input; `None` when the input is not complete yet (it
+    /// holds a value known only at run time).
+    fn price_value(&self, input: &Value) -> Option<Price>;
     /// Deserialize and run the pure checks.
     ///
     /// # Errors
@@ -123,6 +133,17 @@ fn decode<T: DeserializeOwned>(id: &str, input: Value) -> Result<T, ConnectorErr
     serde_json::from_value(input).map_err(|e| ConnectorError::invalid(format!("invalid input for {id}: {e}")))
 }
 
+/// An hourly price from a connector's table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Price {
+    /// Price per hour of one created thing.
+    pub per_hour: f64,
+    /// `USD`, `EUR`.
+    pub currency: String,
+    /// Where the figure comes from, with its date (`AWS on-demand list price, us-east-1, 2025-06-15`).
+    pub source: String,
+}
+
 /// The JSON Schema of a type, as the engine publishes it.
 #[must_use]
 pub fn schema_of<T: JsonSchema>() -> Value {
@@ -145,6 +166,10 @@ impl<A: Action> DynAction for A {
     }
     fn output_schema(&self) -> Value {
         schema_of::<A::Output>()
+    }
+    fn price_value(&self, input: &Value) -> Option<Price> {
+        let typed: A::Input = serde_json::from_value(input.clone()).ok()?;
+        self.price(&typed)
     }
     fn validate_value(&self, input: &Value) -> Result<(), ConnectorError> {
         let typed: A::Input = decode(A::ID, input.clone())?;

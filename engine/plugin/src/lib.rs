@@ -390,6 +390,10 @@ impl DynAction for PluginAction {
     fn output_schema(&self) -> Value {
         self.output_schema.clone()
     }
+    /// The protocol has no price table (v1): `plan` shows none.
+    fn price_value(&self, _input: &Value) -> Option<engine_connector::Price> {
+        None
+    }
     fn validate_value(&self, _input: &Value) -> Result<(), ConnectorError> {
         // The input schema is checked by the engine; the plugin checks the rest when invoked.
         Ok(())

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `engine` binary: exit codes, stdout and stderr.
 
+mod aws;
 mod durable;
 mod faults;
 mod gpu;
@@ -256,4 +257,25 @@ fn shipped_workflows_validate() {
         let out = t.run(&["validate", f.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{}: {}", f.display(), text(&out.stderr));
     }
+}
+
+/// `plan` prices what a workflow would create from the connectors' dated tables, per resource
+/// and in all, and says when a count is known only at run time.
+#[test]
+fn plan_shows_the_hourly_cost_of_what_it_would_create() {
+    let t = CliTest::new();
+    let f = t.write(
+        "gpus.yaml",
+        "version: 1\nsteps:\n  vm:\n    uses: aws.instance.create\n    for_each: ${{ range(3) }}\n    with: { gpu: { type: a10g, count: 1 }, ami: ami-12345678 }\n  spot:\n    uses: aws.instance.create\n    with: { instance_type: p4d.24xlarge, ami: ami-12345678, spot: true, max_price: 9.5 }\n",
+    );
+    let out = t.run(&["plan", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let line = |needle: &str| s.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in:\n{s}")).to_string();
+    let vm = line("3 × aws.instance (step vm)");
+    assert!(vm.contains("USD/h each") && vm.contains("on-demand list price") && vm.contains("table of 20"), "{vm}");
+    assert!(line("1 × aws.instance (step spot)").contains("9.50 USD/h each, 9.50 USD/h in all (AWS spot, at most max_price"), "{s}");
+    // 3 × g5.xlarge on demand + 9.50 spot.
+    let all: f64 = vm.split("each, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(line("estimated cost:").contains(&format!("{:.2} USD/h", all + 9.5)), "{s}");
 }
