@@ -72,7 +72,7 @@ pub enum Error {
         kind: ErrorKind,
     },
     /// Docker has no `nvidia` device driver: the NVIDIA Container Toolkit is missing.
-    #[error("{what}: the Docker daemon cannot give this container GPUs ({detail}). Install the NVIDIA Container Toolkit (nvidia-container-toolkit) on the Docker host and make it Docker's GPU runtime: `sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker` (workflows/nvidia-container-toolkit.yaml does both). runtime_info found: {found}")]
+    #[error("{what}: the Docker daemon cannot give this container GPUs ({detail}). Install the NVIDIA Container Toolkit (nvidia-container-toolkit) on the Docker host and make it Docker's GPU runtime: `sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker` (workflows/install-nvidia-container-toolkit.yaml does both). runtime_info found: {found}")]
     NoGpuRuntime {
         /// What was being done.
         what: String,

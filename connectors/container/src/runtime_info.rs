@@ -138,7 +138,7 @@ pub(crate) async fn read(conn: &Conn) -> Result<RuntimeInfoOutput, Error> {
 /// docker:
 ///   uses: container.runtime_info
 /// gpu-runtime:
-///   uses: ./workflows/nvidia-container-toolkit.yaml
+///   uses: ./workflows/install-nvidia-container-toolkit.yaml
 ///   if: ${{ not steps.docker.outputs.nvidia_runtime }}
 /// ```
 #[derive(Debug, Clone, Default)]

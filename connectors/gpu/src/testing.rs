@@ -158,6 +158,7 @@ pub fn gpu_table(report: &SmiReport) -> Vec<BTreeMap<String, String>> {
             m.insert("power.draw".into(), s(g.power.draw_w.map(|v| format!("{v:.2}"))));
             m.insert("power.limit".into(), s(g.power.limit_w.map(|v| format!("{v:.2}"))));
             m.insert("clocks.sm".into(), s(g.clocks.sm_mhz.map(|v| v.to_string())));
+            m.insert("driver_version".into(), s(report.driver_version.clone()));
             m.insert("compute_cap".into(), "8.6".into());
             m.insert("clocks_event_reasons.active".into(), "0x0000000000000001".into());
             m

@@ -456,6 +456,7 @@ impl Session {
     /// [`Session::connect`] with the crate's error and another limit (`ssh.wait` gives each
     /// attempt what is left of its wait).
     pub(crate) async fn connect_within(cx: &StepContext, target: &SshTarget, limit: Duration) -> Result<Session, Error> {
+        let target = &target.normalized().map_err(|e| Error::Config(e.message))?;
         let host = target.host.trim().to_string();
         let port = target.port();
         let user = target.user().to_string();

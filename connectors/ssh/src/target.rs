@@ -172,6 +172,38 @@ impl SshTarget {
         Ok(Self { host: host.to_string(), user, port, ..Self::default() })
     }
 
+    /// The target with an address form in `host` (`user@host:port`, `ssh://...`, as the gpu
+    /// and container connectors take it) split into `host`, `user` and `port`. A user or port
+    /// given both ways must agree.
+    ///
+    /// # Errors
+    /// `invalid` when the address is malformed or disagrees with `user`/`port`.
+    pub fn normalized(&self) -> Result<Self, ConnectorError> {
+        let h = self.host.trim();
+        let address = h.starts_with("ssh://") || h.contains('@') || h.matches(':').count() == 1 || (h.starts_with('[') && h.contains("]:"));
+        if !address {
+            return Ok(self.clone());
+        }
+        let a = Self::from_address(h)?;
+        let mut t = self.clone();
+        t.host = a.host;
+        match (&t.user, a.user) {
+            (Some(mine), Some(theirs)) if *mine != theirs => {
+                return Err(ConnectorError::invalid(format!("`host` `{h}` names user `{theirs}` but `user` is `{mine}`")));
+            }
+            (_, Some(theirs)) => t.user = Some(theirs),
+            _ => {}
+        }
+        match (t.port, a.port) {
+            (Some(mine), Some(theirs)) if mine != theirs => {
+                return Err(ConnectorError::invalid(format!("`host` `{h}` names port {theirs} but `port` is {mine}")));
+            }
+            (_, Some(theirs)) => t.port = Some(theirs),
+            _ => {}
+        }
+        Ok(t)
+    }
+
     /// Fill what this target leaves out from a `connectors: ssh:` block (`cx.settings` in an
     /// `ssh.*` action). `null` is an empty block. A step's own values win; a key given in the
     /// step is never replaced. When the step names a key of its own (`private_key` or
@@ -180,6 +212,8 @@ impl SshTarget {
     /// # Errors
     /// `invalid` when the block has an unknown key or a value of the wrong type.
     pub fn merge_defaults(&mut self, settings: &Value) -> Result<(), ConnectorError> {
+        // `host: user@h:port` first, so the block's port or user do not override the step's.
+        *self = self.normalized()?;
         if settings.is_null() {
             return Ok(());
         }
@@ -203,20 +237,21 @@ impl SshTarget {
     /// # Errors
     /// `invalid`, saying what is wrong.
     pub fn validate(&self) -> Result<(), ConnectorError> {
-        let h = self.host.trim();
+        let t = self.normalized()?;
+        let h = t.host.trim();
         if h.is_empty() {
             return Err(ConnectorError::invalid("`host` is empty"));
         }
         if h.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
             return Err(ConnectorError::invalid(format!("`host` `{h}` is not a host name or address (give the user in `user`)")));
         }
-        if self.port == Some(0) {
+        if t.port == Some(0) {
             return Err(ConnectorError::invalid("`port` 0 is not a port"));
         }
-        if self.user.as_deref().is_some_and(|u| u.is_empty() || u.chars().any(char::is_whitespace)) {
+        if t.user.as_deref().is_some_and(|u| u.is_empty() || u.chars().any(char::is_whitespace)) {
             return Err(ConnectorError::invalid("`user` is empty or has spaces"));
         }
-        if self.private_key.is_some() && self.private_key_file.is_some() {
+        if t.private_key.is_some() && t.private_key_file.is_some() {
             return Err(ConnectorError::invalid("give `private_key` or `private_key_file`, not both"));
         }
         Ok(())
@@ -291,6 +326,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn an_address_in_host_is_split_and_must_agree() {
+        let mut t = SshTarget::new("ubuntu@10.0.0.5:2222");
+        let n = t.normalized().unwrap();
+        assert_eq!((n.host.as_str(), n.user.as_deref(), n.port), ("10.0.0.5", Some("ubuntu"), Some(2222)));
+        assert!(t.validate().is_ok());
+        t.port = Some(22);
+        assert!(t.validate().unwrap_err().message.contains("names port 2222 but `port` is 22"));
+        let plain = SshTarget::new("gpu1.example.com");
+        assert_eq!(plain.normalized().unwrap().host, "gpu1.example.com");
+        assert_eq!(SshTarget::new("fe80::1").normalized().unwrap().host, "fe80::1");
+    }
 
     #[test]
     fn addresses_parse_as_users_type_them() {

@@ -524,6 +524,13 @@ impl<'r> Loader<'r> {
             .unwrap_or_default();
 
         let name = raw.name.clone().unwrap_or_else(|| path.file_stem().map_or_else(|| "workflow".into(), |s| s.to_string_lossy().into_owned()));
+        // Sub-workflows use this file's connector settings where they have none of their own.
+        let mut plans = plans;
+        for p in &mut plans {
+            if let Uses::Workflow(sub) = &p.uses {
+                p.uses = Uses::Workflow(sub.inheriting(&connectors));
+            }
+        }
         Some(Workflow {
             file,
             path: path.to_path_buf(),

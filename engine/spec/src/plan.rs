@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::model::{InputSpec, OnFailure, SecretSource};
 
 /// A workflow that passed every check.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Workflow {
     /// Its file.
     pub file: FileId,
@@ -63,8 +63,35 @@ impl std::fmt::Debug for Uses {
     }
 }
 
+impl Workflow {
+    /// This workflow as a sub-workflow of one whose `connectors:` block is `parent`: every
+    /// connector it does not configure itself takes the parent's settings (as a Terraform
+    /// module takes its caller's providers), and so on down its own sub-workflows. The
+    /// settings are rendered in the sub-workflow's scope: `secrets` and `env` mean the same
+    /// there, the parent's `inputs` do not.
+    #[must_use]
+    pub fn inheriting(self: &Arc<Self>, parent: &IndexMap<String, Value>) -> Arc<Self> {
+        let adds = parent.keys().any(|k| !self.connectors.contains_key(k));
+        let nested = self.steps.iter().any(|s| matches!(s.uses, Uses::Workflow(_)));
+        if !adds && !nested {
+            return self.clone();
+        }
+        let mut w = (**self).clone();
+        for (k, v) in parent {
+            w.connectors.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let merged = w.connectors.clone();
+        for s in &mut w.steps {
+            if let Uses::Workflow(sub) = &s.uses {
+                s.uses = Uses::Workflow(sub.inheriting(&merged));
+            }
+        }
+        Arc::new(w)
+    }
+}
+
 /// One checked step.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StepPlan {
     /// Id.
     pub id: String,

@@ -5,6 +5,7 @@ mod durable;
 mod faults;
 mod gpu;
 mod plugins;
+mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
