@@ -20,6 +20,8 @@ pub fn builtin() -> Registry {
     r.register(&connector_container::ContainerConnector::new());
     #[cfg(feature = "connector-aws")]
     r.register(&connector_aws::AwsConnector);
+    #[cfg(feature = "connector-scaleway")]
+    r.register(&connector_scaleway::ScalewayConnector);
     r
 }
 
