@@ -31,6 +31,8 @@ pub mod gpu_types;
 pub mod instance;
 pub mod ops;
 pub mod security_group;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod userdata;
 
 use std::sync::Arc;

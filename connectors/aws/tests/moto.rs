@@ -5,96 +5,26 @@
 //! each test works in its own region, so tests run in parallel without seeing each other.
 //! Without moto: `skipped: ...`, or a failure when `ENGINE_REQUIRE_PEERS=1`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-use connector_aws::client::{items, text, Ec2, Env, Params, Settings};
+use connector_aws::client::{items, text, Params};
+use connector_aws::testing::{ec2, TEST_SECRET_KEY, UBUNTU_AMI};
 use connector_aws::{userdata, AmiLookup, Availability, CostEstimate, GpuTypes, InstanceCreate, InstanceTerminate, SecurityGroupCreate};
 use engine_connector::harness::Harness;
 use engine_connector::{DynAction, ErrorKind, StepContext};
 use engine_faultproxy::{Fault, FaultProxy, Match, Rule};
 use serde_json::{json, Value};
 
-/// Ubuntu 16.04 in moto's default images (Canonical's account).
-const UBUNTU_AMI: &str = "ami-785db401";
-
-struct Moto {
-    url: String,
-    child: Child,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_server() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MOTO_SERVER") {
-        return Some(PathBuf::from(p)).filter(|p| p.exists());
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/moto-venv/bin/moto_server");
-    p.exists().then_some(p)
-}
-
-/// The shared server's URL, or `None` (skip) when moto is not installed.
 fn moto() -> Option<&'static str> {
-    static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
-    let m = MOTO.get_or_init(|| {
-        let Some(server) = moto_server() else {
-            assert!(std::env::var("ENGINE_REQUIRE_PEERS").as_deref() != Ok("1"), "moto_server not found: run scripts/peers/moto.sh");
-            eprintln!("skipped: moto_server not found (run scripts/peers/moto.sh)");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        // A watcher ends moto when this test process exits (statics are never dropped).
-        let script = format!(
-            "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; trap 'kill $m' EXIT TERM; while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done",
-            parent = std::process::id()
-        );
-        let child = Command::new("bash")
-            .args(["-c", &script, server.to_str().unwrap()])
-            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
-            .env("MOTO_ENABLE_AMI_VALIDATION", "true")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let url = format!("http://127.0.0.1:{port}");
-        let moto = Moto { url: url.clone(), child };
-        let start = Instant::now();
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", &format!("{url}/moto-api/")]).status().is_ok_and(|s| s.success());
-                if ok {
-                    break;
-                }
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "moto_server did not answer on {url} within 60s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(moto)
-    });
-    m.as_ref().map(|m| m.url.as_str())
+    connector_aws::testing::moto()
 }
 
 fn settings(endpoint: &str, region: &str) -> Value {
-    json!({"endpoint": endpoint, "region": region, "access_key_id": "testing", "secret_access_key": "testing-secret-key"})
+    connector_aws::testing::settings(endpoint, region)
 }
 
 fn harness(step: &str, endpoint: &str, region: &str) -> Harness {
     let mut h = Harness::new(step);
     h.settings = settings(endpoint, region);
     h
-}
-
-/// A raw client for checking what moto holds.
-fn ec2(endpoint: &str, region: &str) -> (Ec2, StepContext) {
-    let s: Settings = serde_json::from_value(settings(endpoint, region)).unwrap();
-    let ec2 = Ec2::new(connector_aws::client::resolve(&s, None, &Env::default()).unwrap()).unwrap();
-    (ec2, StepContext::detached("check"))
 }
 
 async fn call(endpoint: &str, region: &str, action: &str, p: &Params) -> String {
@@ -352,7 +282,7 @@ async fn capacity_and_throttling_through_the_fault_proxy() {
     let e = h.run(&InstanceCreate, input.clone()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Capacity, "{e}");
     assert!(e.message.contains("InsufficientInstanceCapacity"), "{}", e.message);
-    assert!(!e.message.contains("testing-secret-key"));
+    assert!(!e.message.contains(TEST_SECRET_KEY));
     // Nothing leaked: no instance, and the group made for it was removed.
     assert!(live_instances_with_key(url, region, "harness-run/cap").await.is_empty());
     let (c, cx) = ec2(url, region);
