@@ -709,8 +709,12 @@ impl Job {
             alternatives.push((Some(i), uses, &f.with));
         }
         let mut last = ConnectorError::invalid("no alternative ran");
+        // Why each alternative before the one that ran was given up (kept in the outputs, so
+        // `engine show` and later steps see it, not only the event stream).
+        let mut reasons: Vec<Value> = Vec::new();
         for (fallback_index, uses, with) in alternatives {
             if let Some(fi) = fallback_index {
+                let reason = self.shared.mask(&format!("{}: {}", last.kind.as_str(), last.message));
                 self.shared.emit(Event::StepFallback {
                     run_id: self.shared.opts.run_id.clone(),
                     step: self.name(),
@@ -718,12 +722,14 @@ impl Job {
                     fallback_index: fi,
                     error: self.shared.mask(&last.message),
                 });
+                reasons.push(Value::String(reason));
             }
             match self.with_retries(&uses, with, &mut total).await {
                 Ok(mut v) => {
                     if !plan.fallback.is_empty() {
                         if let Value::Object(o) = &mut v {
                             o.insert("fallback_index".into(), fallback_index.map_or(Value::Null, Value::from));
+                            o.insert("fallback_reasons".into(), Value::Array(reasons));
                         }
                     }
                     return (Ok(v), total);

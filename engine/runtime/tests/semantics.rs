@@ -295,6 +295,7 @@ steps:
     assert_eq!(h.step("s").status, StepStatus::Succeeded);
     assert_eq!(h.step("s").outputs["value"], "second");
     assert_eq!(h.step("s").outputs["fallback_index"], 0);
+    assert_eq!(h.step("s").outputs["fallback_reasons"], json!(["capacity: planned failure 1"]), "why the step's own action was given up");
     assert_eq!(h.step("t").status, StepStatus::Failed, "invalid errors do not fall back");
 }
 
