@@ -281,6 +281,7 @@ impl<'r> Loader<'r> {
                     let names = declared.clone().map(|mut v| {
                         if !step.fallback.as_deref().unwrap_or_default().is_empty() {
                             v.push("fallback_index".into());
+                            v.push("fallback_reasons".into());
                         }
                         v
                     });
