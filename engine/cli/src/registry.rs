@@ -22,6 +22,8 @@ pub fn builtin() -> Registry {
     r.register(&connector_aws::AwsConnector);
     #[cfg(feature = "connector-scaleway")]
     r.register(&connector_scaleway::ScalewayConnector);
+    #[cfg(feature = "connector-proxmox")]
+    r.register(&connector_proxmox::ProxmoxConnector);
     r
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `engine` binary: exit codes, stdout and stderr.
 
 mod aws;
+mod cluster;
 mod durable;
 mod faults;
 mod gpu;
@@ -202,7 +203,7 @@ fn graph_plan_connectors_schema_and_explain() {
 fn committed_schemas_are_current() {
     let t = CliTest::new();
     let mut expected = vec![(root().join("schemas/workflow.schema.json"), text(&t.run(&["schema"]).stdout))];
-    for connector in ["shell", "http", "lock", "ssh", "gpu", "container", "aws", "scaleway"] {
+    for connector in ["shell", "http", "lock", "ssh", "gpu", "container", "aws", "scaleway", "proxmox"] {
         let actions: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", connector]).stdout).unwrap();
         for (id, v) in actions.as_object().unwrap_or_else(|| panic!("`engine connectors {connector}` printed no actions")) {
             expected.push((root().join(format!("schemas/actions/{id}.json")), serde_json::to_string_pretty(v).unwrap() + "\n"));
