@@ -123,10 +123,34 @@ fn inputs(wf: &Workflow, sources: &mut SourceMap, pairs: &[String], file: Option
     resolve_inputs(&wf.inputs, &given, &cli)
 }
 
+/// Every workflow of the tree, the importer before what it imports, each once.
+fn workflow_tree(wf: &Workflow) -> Vec<&Workflow> {
+    let mut out: Vec<&Workflow> = vec![wf];
+    let mut i = 0;
+    while i < out.len() {
+        for s in &out[i].steps {
+            if let engine_spec::plan::Uses::Workflow(sub) = &s.uses {
+                if !out.iter().any(|w| w.path == sub.path) {
+                    out.push(sub);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The secrets the workflow and its sub-workflows declare, resolved; one scope for the whole
+/// run, where the importer's declaration of a name wins over a sub-workflow's.
 pub(crate) fn secrets(wf: &Workflow) -> Result<Map<String, Value>, Vec<Diagnostic>> {
     let mut out = Map::new();
     let mut diags = Vec::new();
-    for (name, src) in &wf.secrets {
+    let declared = workflow_tree(wf).into_iter().flat_map(|w| w.secrets.iter().map(move |(name, src)| (w, name, src)));
+    let mut seen = std::collections::HashSet::new();
+    for (wf, name, src) in declared {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
         if let Some(var) = &src.env {
             match std::env::var(var) {
                 Ok(v) => {
