@@ -390,7 +390,9 @@ mod tests {
     #[test]
     fn validate_catches_what_the_schema_cannot() {
         assert!(SshTarget::new("").validate().is_err());
-        assert!(SshTarget::new("root@h").validate().is_err());
+        assert!(SshTarget::new("a host").validate().is_err());
+        assert!(SshTarget::new("root@h").validate().is_ok(), "an address form is split");
+        assert!(SshTarget { user: Some("ubuntu".into()), ..SshTarget::new("root@h") }.validate().is_err());
         assert!(SshTarget { private_key: Some(Secret::new("k")), private_key_file: Some("f".into()), ..SshTarget::new("h") }.validate().is_err());
         assert!(SshTarget::new("10.0.0.1").validate().is_ok());
     }
