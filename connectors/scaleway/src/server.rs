@@ -308,6 +308,12 @@ impl Action for ServerCreate {
         validate_create(input)
     }
 
+    /// From the dated table of GPU types (`scaleway.prices` reads the live ones).
+    fn price(&self, input: &Self::Input) -> Option<engine_connector::Price> {
+        let t = crate::catalog::by_type(&input.commercial_type)?;
+        Some(engine_connector::Price { per_hour: t.hourly_eur, currency: "EUR".into(), source: format!("Scaleway list price, table of {}", crate::catalog::PRICES_DATE) })
+    }
+
     #[allow(clippy::too_many_lines)]
     async fn run(&self, input: Self::Input, cx: &StepContext) -> Result<Self::Output, ConnectorError> {
         let scw = Scw::for_step(cx, input.zone.as_deref())?;
