@@ -6,6 +6,8 @@
 //! mistakes.
 //!
 //! - [`scaleway`]: Instance v1, Block Storage, marketplace v2, product catalogue.
+//! - [`kubernetes`]: the Kubernetes API server with its controllers, scheduler and kubelet.
 
 pub mod http;
+pub mod kubernetes;
 pub mod scaleway;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use engine_emulator::scaleway;
+use engine_emulator::{kubernetes, scaleway};
 
 /// Emulators of provider APIs for tests.
 #[derive(Debug, Parser)]
@@ -34,6 +34,30 @@ enum Command {
         /// The accepted X-Auth-Token.
         #[arg(long, default_value_t = scaleway::Config::default().secret_key)]
         secret_key: String,
+        /// Public IPv4 addresses from this pool (`127.0.0.10-127.0.0.13` or `127.0.0.10/4`),
+        /// so each server is reachable at its own loopback address; default: Scaleway-like
+        /// addresses nobody can reach.
+        #[arg(long, value_parser = scaleway::IpPool::parse)]
+        public_ip_pool: Option<scaleway::IpPool>,
+    },
+    /// The Kubernetes API (with controllers, a GPU-aware scheduler and a kubelet).
+    /// Prints the path of the kubeconfig it wrote when ready.
+    Kubernetes {
+        /// Where to listen; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Nodes as `name:gpus`, comma-separated.
+        #[arg(long, default_value = "gpu-a:4,cpu-a:0", value_delimiter = ',', value_parser = kubernetes::NodeSpec::parse)]
+        nodes: Vec<kubernetes::NodeSpec>,
+        /// Where to write the kubeconfig (default: a file in the temp dir).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// Multiplies pod start and run durations (1.0 real-ish, 0 instant).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// The accepted bearer token.
+        #[arg(long, default_value_t = kubernetes::Config::default().token)]
+        token: String,
     },
 }
 
@@ -65,6 +89,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             time_scale,
             project_id,
             secret_key,
+            public_ip_pool,
         } => {
             let config = scaleway::Config {
                 time_scale,
@@ -74,7 +99,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let server = scaleway::start(listen, config)
                 .await
                 .with_context(|| format!("failed to start the scaleway emulator on {listen}"))?;
+            server.set_public_ip_pool(public_ip_pool);
             print_url(&server.base_url)?;
+            wait_for_signal().await?;
+            server.shutdown().await;
+        }
+        Command::Kubernetes {
+            listen,
+            nodes,
+            kubeconfig,
+            time_scale,
+            token,
+        } => {
+            let config = kubernetes::Config {
+                nodes,
+                token,
+                time_scale,
+            };
+            let server = kubernetes::start(listen, config)
+                .await
+                .with_context(|| format!("failed to start the kubernetes emulator on {listen}"))?;
+            let path = kubeconfig.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("engine-emulator-kubeconfig-{}", std::process::id()))
+            });
+            server
+                .kubeconfig(&path)
+                .with_context(|| format!("failed to write {}", path.display()))?;
+            print_url(&path.display().to_string())?;
             wait_for_signal().await?;
             server.shutdown().await;
         }

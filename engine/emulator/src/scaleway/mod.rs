@@ -12,6 +12,9 @@
 //! - `POST /__emulator/stock` `{"zone", "commercial_type", "stock": "available"|"scarce"|"shortage"}`
 //! - `POST /__emulator/ip-map` `{"public_ip", "address": "127.0.0.1:2222"}` (`"*"` maps every IP)
 //! - `GET /__emulator/ip-map/{ip}` -> `{"public_ip", "address"}` or 404
+//! - `POST /__emulator/ip-pool` `{"pool": "127.0.0.10-127.0.0.13"}` (or `"127.0.0.10/4"`, `null`
+//!   for the default range): public IPv4 addresses come from there, so that each server is
+//!   reachable at its own (loopback) address, see [`state::IpPool`]
 //! - `GET /__emulator/state` -> [`Server::snapshot`]
 //! - `POST /__emulator/reset`
 //!
@@ -42,6 +45,7 @@ use serde_json::{json, Value};
 
 use crate::http::{HttpServer, Req, Resp};
 use error::ApiError;
+pub use state::IpPool;
 use state::{ListFilters, Page, Reply, State};
 
 /// How the emulator behaves.
@@ -164,6 +168,13 @@ impl Server {
     /// real sshd there); `"*"` maps every IP not mapped on its own.
     pub fn map_public_ip(&self, public_ip: &str, reach_at: SocketAddr) {
         self.shared.state().map_public_ip(public_ip, reach_at);
+    }
+
+    /// Public IPv4 addresses (of servers and flexible IPs) come from `pool`
+    /// from now on, the lowest free one first (`None`: the default range).
+    /// Kept across [`reset`](Server::reset).
+    pub fn set_public_ip_pool(&self, pool: Option<IpPool>) {
+        self.shared.state().set_ip_pool(pool);
     }
 
     /// Where `public_ip` is reachable, if mapped.
@@ -459,6 +470,25 @@ fn control(shared: &Shared, req: &Req, rest: &[&str]) -> Resp {
                     Resp::empty(204)
                 }
                 _ => bad("expected {\"public_ip\", \"address\": \"HOST:PORT\"}".to_owned()),
+            }
+        }
+        ("POST", ["ip-pool"]) => {
+            let Ok(b) = req.json() else {
+                return bad("body is not JSON".to_owned());
+            };
+            match b.get("pool") {
+                Some(Value::Null) => {
+                    shared.state().set_ip_pool(None);
+                    Resp::empty(204)
+                }
+                Some(Value::String(text)) => match IpPool::parse(text) {
+                    Ok(pool) => {
+                        shared.state().set_ip_pool(Some(pool));
+                        Resp::empty(204)
+                    }
+                    Err(e) => bad(e),
+                },
+                _ => bad("expected {\"pool\": \"FIRST-LAST\" | \"FIRST/COUNT\" | null}".to_owned()),
             }
         }
         ("GET", ["ip-map", ip]) => match shared.state().ip_mapping(ip) {

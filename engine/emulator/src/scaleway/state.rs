@@ -172,6 +172,56 @@ pub struct State {
     images: Vec<ZoneImage>,
     seq: u64,
     next_ip: u32,
+    ip_pool: Option<IpPool>,
+}
+
+/// Where public IPv4 addresses come from when a test wants them reachable:
+/// `count` addresses from `first` (say `127.0.0.10`, 4: `127.0.0.10`..`127.0.0.13`,
+/// all loopback on Linux), the lowest one not held by an IP or a server
+/// first. When every one is taken, addresses come from the default range again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPool {
+    /// The first address.
+    pub first: std::net::Ipv4Addr,
+    /// How many addresses.
+    pub count: u32,
+}
+
+impl IpPool {
+    /// Parses `FIRST-LAST` (`127.0.0.10-127.0.0.13`) or `FIRST/COUNT` (`127.0.0.10/4`).
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("expected FIRST-LAST or FIRST/COUNT IPv4 addresses, got {text:?}");
+        if let Some((a, b)) = text.split_once('-') {
+            let first: std::net::Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+            let last: std::net::Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
+            let (f, l) = (u32::from(first), u32::from(last));
+            if l < f {
+                return Err(format!("{last} comes before {first}"));
+            }
+            return Ok(Self {
+                first,
+                count: l - f + 1,
+            });
+        }
+        if let Some((a, n)) = text.split_once('/') {
+            let first: std::net::Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+            let count: u32 = n.trim().parse().map_err(|_| bad())?;
+            if count == 0 || u32::from(first).checked_add(count - 1).is_none() {
+                return Err(bad());
+            }
+            return Ok(Self { first, count });
+        }
+        Err(bad())
+    }
+
+    /// Every address of the pool, in order.
+    pub fn addresses(self) -> impl Iterator<Item = std::net::Ipv4Addr> {
+        let f = u32::from(self.first);
+        (0..self.count).map(move |i| std::net::Ipv4Addr::from(f + i))
+    }
 }
 
 /// A successful answer: status, body, and the total for list endpoints.
@@ -342,12 +392,21 @@ impl State {
             images: catalog::images(),
             seq: 0,
             next_ip: 0,
+            ip_pool: None,
         }
+    }
+
+    /// Public IPv4 addresses come from `pool` from now on (`None`: the
+    /// default range); kept across [`reset`](State::reset).
+    pub fn set_ip_pool(&mut self, pool: Option<IpPool>) {
+        self.ip_pool = pool;
     }
 
     /// Forgets every resource, stock setting and IP mapping.
     pub fn reset(&mut self) {
+        let pool = self.ip_pool;
         *self = Self::new(&self.project.clone(), self.time_scale);
+        self.ip_pool = pool;
     }
 
     fn scaled(&self, d: Duration) -> Duration {
@@ -360,6 +419,18 @@ impl State {
     }
 
     fn new_address(&mut self) -> String {
+        if let Some(pool) = self.ip_pool {
+            let taken = |a: &str| {
+                self.ips.values().any(|ip| ip.address == a)
+                    || self
+                        .servers
+                        .values()
+                        .any(|s| s.dynamic_ip.as_ref().is_some_and(|d| d.address == a))
+            };
+            if let Some(a) = pool.addresses().map(|a| a.to_string()).find(|a| !taken(a)) {
+                return a;
+            }
+        }
         self.next_ip += 1;
         let n = self.next_ip;
         // 51.158.0.0/15 is one of Scaleway's public ranges.

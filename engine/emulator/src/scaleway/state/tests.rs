@@ -313,3 +313,39 @@ fn pages_and_dates() {
     assert_eq!(rfc3339(t, false), "2025-09-02T07:48:18.035029+00:00");
     assert_eq!(rfc3339(t, true), "2025-09-02T07:48:18.035029Z");
 }
+
+#[test]
+fn public_ips_come_from_the_pool_lowest_free_first_and_survive_reset() {
+    assert_eq!(
+        IpPool::parse("127.0.0.10-127.0.0.11").unwrap(),
+        IpPool::parse("127.0.0.10/2").unwrap()
+    );
+    assert!(IpPool::parse("127.0.0.11-127.0.0.10").is_err());
+    assert!(IpPool::parse("127.0.0.10").is_err());
+    let mut st = State::new(P, 0.0);
+    st.set_ip_pool(Some(IpPool::parse("127.0.0.10/2").unwrap()));
+    let boot = |st: &mut State| {
+        let (sid, _) = create_gpu(st);
+        st.server_action(Z, &sid, &json!({"action": "poweron"}), secs(0))
+            .unwrap();
+        st.advance(secs(0));
+        let ip = server_state(st, &sid)["public_ip"]["address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (sid, ip)
+    };
+    let (a, ip_a) = boot(&mut st);
+    let (_, ip_b) = boot(&mut st);
+    assert_eq!((ip_a.as_str(), ip_b.as_str()), ("127.0.0.10", "127.0.0.11"));
+    // The pool is spent: the default range.
+    let (_, ip_c) = boot(&mut st);
+    assert!(ip_c.starts_with("51.15"), "{ip_c}");
+    // A stopped server gives its address back; the next server gets it.
+    st.server_action(Z, &a, &json!({"action": "poweroff"}), secs(0))
+        .unwrap();
+    st.advance(secs(0));
+    assert_eq!(boot(&mut st).1, "127.0.0.10");
+    st.reset();
+    assert_eq!(boot(&mut st).1, "127.0.0.10");
+}
