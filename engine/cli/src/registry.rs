@@ -24,6 +24,8 @@ pub fn builtin() -> Registry {
     r.register(&connector_scaleway::ScalewayConnector);
     #[cfg(feature = "connector-proxmox")]
     r.register(&connector_proxmox::ProxmoxConnector);
+    #[cfg(feature = "connector-kubernetes")]
+    r.register(&connector_kubernetes::KubernetesConnector);
     r
 }
 

@@ -203,7 +203,7 @@ fn graph_plan_connectors_schema_and_explain() {
 fn committed_schemas_are_current() {
     let t = CliTest::new();
     let mut expected = vec![(root().join("schemas/workflow.schema.json"), text(&t.run(&["schema"]).stdout))];
-    for connector in ["shell", "http", "lock", "ssh", "gpu", "container", "aws", "scaleway", "proxmox"] {
+    for connector in ["shell", "http", "lock", "ssh", "gpu", "container", "aws", "scaleway", "proxmox", "kubernetes"] {
         let actions: serde_json::Value = serde_json::from_slice(&t.run(&["connectors", connector]).stdout).unwrap();
         for (id, v) in actions.as_object().unwrap_or_else(|| panic!("`engine connectors {connector}` printed no actions")) {
             expected.push((root().join(format!("schemas/actions/{id}.json")), serde_json::to_string_pretty(v).unwrap() + "\n"));
@@ -277,7 +277,26 @@ fn plan_shows_the_hourly_cost_of_what_it_would_create() {
     let vm = line("3 × aws.instance (step vm)");
     assert!(vm.contains("USD/h each") && vm.contains("on-demand list price") && vm.contains("table of 20"), "{vm}");
     assert!(line("1 × aws.instance (step spot)").contains("9.50 USD/h each, 9.50 USD/h in all (AWS spot, at most max_price"), "{s}");
+    // A Scaleway server in the same plan is priced in its own currency.
+    let f = t.write("mixed.yaml", "version: 1\nsteps:\n  l4:\n    uses: scaleway.server.create\n    for_each: ${{ range(2) }}\n    with: { commercial_type: L4-1-24G }\n  vm:\n    uses: aws.instance.create\n    with: { gpu: { type: a10g, count: 1 }, ami: ami-12345678 }\n");
+    let mixed = text(&t.run(&["plan", f.to_str().unwrap()]).stdout);
+    assert!(mixed.contains("2 × scaleway.server (step l4): 0.75 EUR/h each, 1.50 EUR/h in all (Scaleway list price"), "{mixed}");
+    assert!(mixed.lines().any(|l| l.starts_with("estimated cost:") && l.contains("EUR/h + ") && l.contains("USD/h")), "{mixed}");
     // 3 × g5.xlarge on demand + 9.50 spot.
     let all: f64 = vm.split("each, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(line("estimated cost:").contains(&format!("{:.2} USD/h", all + 9.5)), "{s}");
+}
+
+/// A sub-workflow's own `secrets:` are resolved with the importer's (one scope for the run)
+/// and masked like them.
+#[test]
+fn a_sub_workflows_secrets_are_resolved_and_masked() {
+    let t = CliTest::new();
+    t.write("sub.yaml", "version: 1\nsecrets:\n  token: { env: ENGINE_TEST_CANARY }\nsteps:\n  use:\n    uses: shell.run\n    with: { command: 'echo \"token=$T\"', env: { T: '${{ secrets.token }}' } }\noutputs:\n  said: '${{ steps.use.outputs.stdout }}'\n");
+    let main = t.write("main.yaml", "version: 1\nsteps:\n  sub: { uses: ./sub.yaml }\noutputs:\n  said: '${{ steps.sub.outputs.said }}'\n");
+    let out = t.run(&["run", main.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("token=***"), "{stdout}");
+    assert!(!stdout.contains(CANARY), "the secret leaked: {stdout}");
 }
