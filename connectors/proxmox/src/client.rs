@@ -268,6 +268,9 @@ impl Pve {
             if start.elapsed() >= limit {
                 return Err(ConnectorError::timeout(format!("task {upid} still running after {}s", limit.as_secs())));
             }
+            // Clones and disk moves run for minutes: say the task is alive at every look.
+            let kind = upid.split(':').nth(5).filter(|k| !k.is_empty()).unwrap_or("task");
+            cx.progress(&format!("task {kind} running, {:.1}s", start.elapsed().as_secs_f64()), None);
             cx.sleep(pause).await?;
             pause = (pause * 2).min(Duration::from_secs(3));
         }

@@ -19,6 +19,8 @@
 
 pub mod client;
 pub mod gpu;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod vm;
 
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 """Start fakepve (the third-party Proxmox VE API emulator) for the proxmox connector's tests.
 
-    python fakepve_launcher.py GUESTS.json DIR
+    python fakepve_launcher.py GUESTS.json DIR [TIME_SCALE]
 
 Serves https://127.0.0.1:<free port> with a self-signed certificate written to DIR/fakepve.crt
-(the CA a client verifies it with), time scale 0 (tasks finish at once), login root@pam / secret,
+(the CA a client verifies it with), time scale TIME_SCALE (default 0: tasks finish at once), login root@pam / secret,
 and an API token root@pam!engine made through fakepve's Python API (the only way it has). Prints
 one JSON line on stdout: {"url", "ca_file", "token_id", "token_secret"}. Then reads commands, one
 JSON object a line, on stdin, and answers each with one JSON line:
@@ -53,11 +53,11 @@ def command(pve, cmd):
     return {'error': 'unknown command'}
 
 
-async def main(guests_file, directory):
+async def main(guests_file, directory, time_scale=0.0):
     with open(guests_file) as fh:
         spec = json.load(fh)
     pve = FakePve(user='root@pam', password='secret', host='127.0.0.1', port=0)
-    pve.time_scale = 0
+    pve.time_scale = time_scale
     for node in spec.get('nodes', []):
         pve.add_node(node)
     add_guests(pve, spec.get('guests', []))
@@ -106,4 +106,4 @@ async def main(guests_file, directory):
 
 
 if __name__ == '__main__':
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0))

@@ -2,6 +2,7 @@
 
 mod aws;
 mod cluster;
+mod clusters_k8s_pve;
 mod durable;
 mod faults;
 mod gpu;
