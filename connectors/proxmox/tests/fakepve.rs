@@ -285,3 +285,31 @@ async fn tasks_and_faults() {
     let e = h.run(&TaskWait, json!({"upid": "nope"})).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Invalid);
 }
+
+/// Without `clone`: a new VM is created (disk, network, cloud-init drive, guest agent), then
+/// configured and started like a clone; undo deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_without_a_template_makes_a_cloud_init_vm() {
+    let p = peer!();
+    let h = p.harness("fresh");
+    let out = h
+        .run(&VmCreate, json!({"name": "fresh-vm", "cores": 2, "memory": 4096, "disk_gb": 32, "ciuser": "ubuntu", "ipconfig0": "ip=dhcp", "start": true}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.adopted);
+    let vm = p.vm(out.vmid);
+    assert_eq!(vm["status"], "running", "{vm}");
+    let cfg = &vm["config"];
+    assert_eq!(cfg["name"], "fresh-vm", "{cfg}");
+    assert_eq!(cfg["cores"].to_string().trim_matches('"'), "2", "{cfg}");
+    assert_eq!(cfg["memory"].to_string().trim_matches('"'), "4096", "{cfg}");
+    assert_eq!(cfg["ciuser"], "ubuntu", "{cfg}");
+    assert!(cfg["scsi0"].as_str().is_some_and(|d| d.contains("32G")), "a 32 GB disk: {cfg}");
+    // The cloud-init drive (`STORAGE:cloudinit`, which fakepve allocates as a numbered disk).
+    assert!(cfg["ide2"].as_str().is_some_and(|d| d.contains("media=cdrom")), "a cloud-init drive: {cfg}");
+    assert_eq!(cfg["agent"], "1", "{cfg}");
+    assert_eq!(out.instance_type, "2c-4g");
+    assert_eq!(p.cmd(json!({"count_named": "fresh-vm"})), 1);
+    h.assert_undo_idempotent(&VmCreate).await;
+    assert_eq!(p.cmd(json!({"count_named": "fresh-vm"})), 0);
+}
