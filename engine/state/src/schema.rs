@@ -141,9 +141,7 @@ pub(crate) fn init_writer(conn: &mut Connection, label: &str, on_disk: bool) -> 
     set_checkpoint_on_close(conn, label, true)?;
 
     if on_disk {
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(|e| StateError::sqlite("switch to WAL journal mode", label, e))?;
+        let mode = switch_to_wal(conn, label)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StateError::Corrupt { path: label.to_string(), detail: format!("cannot use WAL journal mode (got {mode})") });
         }
@@ -173,6 +171,22 @@ pub(crate) fn init_writer(conn: &mut Connection, label: &str, on_disk: bool) -> 
         tx.commit().map_err(|e| StateError::sqlite("commit the schema", label, e))?;
     }
     Ok(())
+}
+
+/// Switch the file to WAL. Another engine opening the same new file at the same moment may
+/// hold the lock the switch needs (SQLite does not wait for it through the busy handler):
+/// retry until it is done, by us or by the other engine, within [`BUSY_TIMEOUT`].
+fn switch_to_wal(conn: &Connection, label: &str) -> Result<String, StateError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(mode) => return Ok(mode),
+            Err(rusqlite::Error::SqliteFailure(f, _)) if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(StateError::sqlite("switch to WAL journal mode", label, e)),
+        }
+    }
 }
 
 /// A read connection: same pragmas, and it may never write.

@@ -222,3 +222,21 @@ fn logs_follow_a_live_run_until_it_ends() {
         assert!(out.contains(&format!("tick | tick {i}")), "{out}");
     }
 }
+
+/// Engines started at the same moment on one new state file all get in (the first to switch
+/// it to WAL must not make the others fail with "database is locked").
+#[test]
+fn engines_starting_at_once_on_a_new_state_file_all_run() {
+    let t = CliTest::new();
+    let wf = t.write("one.yaml", "version: 1\nsteps:\n  a: { uses: shell.run, with: { command: 'true' } }\n");
+    for round in 0..15 {
+        let state = t.dir.path().join(format!("state-{round}.db"));
+        let children: Vec<_> = (0..4)
+            .map(|_| t.cmd().env("ENGINE_STATE", &state).args(["run", wf.to_str().unwrap(), "--output", "json"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
