@@ -156,6 +156,21 @@ fn num(v: Option<&Value>) -> Option<u64> {
     v.and_then(|x| x.as_u64().or_else(|| x.as_str().and_then(|s| s.parse().ok())))
 }
 
+/// Wait until the VM's config holds no `lock` (a clone, a migration an earlier attempt
+/// started), within `limit`.
+async fn wait_unlocked(pve: &Pve, cx: &StepContext, node: &str, vmid: u64, mut cfg: Value, limit: Duration) -> Result<(), ConnectorError> {
+    let start = tokio::time::Instant::now();
+    while let Some(lock) = cfg.get("lock").and_then(Value::as_str).map(str::to_string) {
+        if start.elapsed() >= limit {
+            return Err(ConnectorError::timeout(format!("VM {vmid} on {node} is still locked ({lock}) after {}s", limit.as_secs())));
+        }
+        cx.progress(&format!("waiting for VM {vmid}'s {lock} to finish, {:.1}s", start.elapsed().as_secs_f64()), None);
+        cx.sleep(Duration::from_millis(500)).await?;
+        cfg = config_of(pve, node, vmid).await?.ok_or_else(|| ConnectorError::not_found(format!("VM {vmid} on {node} went away while locked ({lock})")))?;
+    }
+    Ok(())
+}
+
 async fn config_of(pve: &Pve, node: &str, vmid: u64) -> Result<Option<Value>, ConnectorError> {
     match pve.get(&format!("/nodes/{node}/qemu/{vmid}/config"), &[]).await {
         Ok(v) => Ok(Some(v)),
@@ -243,6 +258,9 @@ impl Action for VmCreate {
         let (adopted, image) = match config_of(&pve, &node, vmid).await? {
             Some(cfg) if is_ours(&cfg, &key) => {
                 cx.log(LogStream::Stdout, &format!("adopting VM {vmid} on {node}, made by an earlier attempt of this step"));
+                // An attempt killed while its clone ran left the clone going: wait for its lock
+                // to clear before configuring the VM (PVE refuses with "VM is locked (clone)").
+                wait_unlocked(&pve, cx, &node, vmid, cfg, task_limit(i.task_timeout_secs)).await?;
                 (true, None)
             }
             Some(cfg) => {

@@ -45,6 +45,9 @@ def command(pve, cmd):
     if 'vm' in cmd:
         vm = pve.vm(int(cmd['vm']))
         return None if vm is None else {'node': vm.node, 'status': vm.status, 'config': vm.config}
+    if 'ceph_slow' in cmd:
+        pve.ceph_slow(float(cmd['ceph_slow']))
+        return {'ok': True}
     if 'guest_agents' in cmd:
         pve.guest_agents = bool(cmd['guest_agents'])
         return {'ok': True}
@@ -60,6 +63,8 @@ async def main(guests_file, directory, time_scale=0.0):
     pve.time_scale = time_scale
     for node in spec.get('nodes', []):
         pve.add_node(node)
+    for name in spec.get('ceph_storages', []):
+        pve.add_ceph_storage(name)
     add_guests(pve, spec.get('guests', []))
     token_id, token_secret = 'root@pam!engine', secrets.token_hex(16)
     pve.apitokens[token_id] = token_secret

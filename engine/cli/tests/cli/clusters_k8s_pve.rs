@@ -111,21 +111,25 @@ fn a_gpu_job_that_cannot_be_scheduled_falls_back_to_another_pool() {
 
 const VM_NAME: &str = "crash-vm";
 
-/// `proxmox.gpu.list`, then `proxmox.vm.create` (full clone of template 9000, start).
+/// `proxmox.gpu.list`, then `proxmox.vm.create` (full clone of the Ceph-backed template 9001,
+/// start), retried on transient errors as a real workflow is: a task the killed engine left
+/// running holds the VM's lock for a moment ("can't lock file ... got timeout").
 const PVE_WORKFLOW: &str = "version: 1\nname: pve-clone\n\
 secrets:\n  tok: { env: PROXMOX_TOKEN_SECRET }\n\
 connectors:\n  proxmox: { endpoint: '${{ env.PROXMOX_URL }}', token_id: '${{ env.PROXMOX_TOKEN_ID }}', token_secret: '${{ secrets.tok }}', ca_file: '${{ env.PROXMOX_CA_FILE }}' }\n\
 steps:\n  gpus: { uses: proxmox.gpu.list, with: { node: pve1 } }\n\
-\x20 vm:\n    uses: proxmox.vm.create\n    needs: [gpus]\n    with: { node: pve1, clone: 9000, name: crash-vm, cores: 2, memory: 2048, start: true }\n\
+\x20 vm:\n    uses: proxmox.vm.create\n    needs: [gpus]\n    retry: { attempts: 4, delay: 1s }\n    with: { node: pve1, clone: 9001, name: crash-vm, cores: 2, memory: 2048, start: true }\n\
 outputs:\n  vmid: ${{ steps.vm.outputs.vmid }}\n";
 
-/// The run SIGKILLed after each event of the JSON stream. A kill after a `task qmclone running`
-/// progress event falls while the engine waits on the clone task; fakepve finishes clones at
-/// once unless the disks are on Ceph, so today none does, and the count is only reported:
+/// The run SIGKILLed after each event of the JSON stream. The template's disk is on fakepve's
+/// Ceph storage, made slow, so a clone takes a moment: a kill after a `task qmclone running`
+/// progress event falls while the engine waits on the clone task, and at least one must:
 /// `resume` leaves exactly one VM named `crash-vm`, running, and `destroy` none.
 #[test]
 fn a_crash_during_clone_resumes_to_exactly_one_vm() {
     let Some(pve) = FakePve::start(0.05) else { return };
+    // Slow OSDs: every operation on the Ceph-backed template's disk takes 20 PVE seconds (1 s).
+    assert_eq!(pve.cmd(&serde_json::json!({"ceph_slow": 20})), serde_json::json!({"ok": true}));
     let started = Instant::now();
     let t = CliTest::new();
     let wf = t.write("pve.yaml", PVE_WORKFLOW);
@@ -199,4 +203,5 @@ fn a_crash_during_clone_resumes_to_exactly_one_vm() {
     }
     eprintln!("{} kill points of {total} events ({during_clone} during the clone) in {:?}", labels.len(), started.elapsed());
     assert!(labels.len() >= 10, "only {} kill points: {labels:?}", labels.len());
+    assert!(during_clone >= 1, "no kill point fell while the clone task ran: {labels:?}");
 }
